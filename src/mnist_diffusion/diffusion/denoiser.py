@@ -1,0 +1,140 @@
+"""Turn a network's output (eps, x0 or v) into both x0 and eps, with classifier-free guidance.
+
+The conversions are pure functions of x_t and the VP coefficients alpha = sqrt(alpha_bar),
+sigma = sqrt(1 - alpha_bar) (so alpha^2 + sigma^2 = 1); `alpha`/`sigma` may be Python floats or
+tensors that broadcast against x_t, e.g. (B, 1, 1, 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from mnist_diffusion.diffusion.schedule import NoiseSchedule
+from mnist_diffusion.errors import UserError
+
+PREDICTIONS = ("eps", "x0", "v")
+
+
+def x0_from_eps(x_t, eps, alpha, sigma):
+    """x0 = (x_t - sigma eps) / alpha (Ho et al. 2020 eq. 15)."""
+    return (x_t - sigma * eps) / alpha
+
+
+def eps_from_x0(x_t, x0, alpha, sigma):
+    """eps = (x_t - alpha x0) / sigma."""
+    return (x_t - alpha * x0) / sigma
+
+
+def v_from_x0_eps(x0, eps, alpha, sigma):
+    """v = alpha eps - sigma x0 (Salimans & Ho 2022, sec. 4)."""
+    return alpha * eps - sigma * x0
+
+
+def x0_from_v(x_t, v, alpha, sigma):
+    """x0 = alpha x_t - sigma v (Salimans & Ho 2022, appendix D)."""
+    return alpha * x_t - sigma * v
+
+
+def eps_from_v(x_t, v, alpha, sigma):
+    """eps = sigma x_t + alpha v."""
+    return sigma * x_t + alpha * v
+
+
+def to_x0_eps(x_t, out, prediction: str, alpha, sigma) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, eps) from a network output `out` that predicts `prediction` ('eps' | 'x0' | 'v')."""
+    if prediction == "eps":
+        return x0_from_eps(x_t, out, alpha, sigma), out
+    if prediction == "x0":
+        return out, eps_from_x0(x_t, out, alpha, sigma)
+    if prediction == "v":
+        return x0_from_v(x_t, out, alpha, sigma), eps_from_v(x_t, out, alpha, sigma)
+    raise UserError(f"Unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}.")
+
+
+def target_for(prediction: str, x0, eps, alpha, sigma):
+    """What a network predicting `prediction` should output for this (x0, eps) pair."""
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        return v_from_x0_eps(x0, eps, alpha, sigma)
+    raise UserError(f"Unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}.")
+
+
+def net_time(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The timestep tensor handed to the network: float32 (float64 for float64 inputs) on x's device.
+
+    Never bf16/fp16: those cannot hold 999 exactly.
+    """
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return t.to(like.device, dtype)
+
+
+class Denoiser:
+    """D(x_t, t) -> (x0, eps) for a network `net(x_t, t, labels)` that predicts eps, x0 or v.
+
+    clip: optional (low, high) data range; x0 is clamped to it and eps recomputed from the clamped
+    x0, so the pair stays consistent with x_t (what DDIM-style updates need).
+    """
+
+    def __init__(
+        self,
+        net: Callable[..., torch.Tensor],
+        schedule: NoiseSchedule,
+        prediction: str = "eps",
+        clip: tuple[float, float] | None = None,
+    ):
+        if prediction not in PREDICTIONS:
+            raise UserError(f"Unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}.")
+        self.net = net
+        self.schedule = schedule
+        self.prediction = prediction
+        self.clip = clip
+        self.num_classes = int(getattr(net, "num_classes", 0) or 0)
+
+    def _labels(self, labels: torch.Tensor | None, guidance: float, batch: int, device) -> torch.Tensor | None:
+        if guidance != 1.0:
+            if self.num_classes == 0:
+                raise UserError(
+                    f"Guidance scale {guidance} needs a class-conditional model, but this model is "
+                    "unconditional; use guidance 1."
+                )
+            if labels is None:
+                raise UserError(f"Guidance scale {guidance} needs class labels to guide towards; pass labels.")
+        if self.num_classes and labels is None:
+            # A conditional net asked for an unconditional sample: the reserved "no label" class.
+            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        return labels
+
+    def __call__(
+        self, x_t: torch.Tensor, t, labels: torch.Tensor | None = None, guidance: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t: (B, C, H, W); t: scalar or (B,) timesteps in [0, T-1] (fractional allowed);
+        labels: (B,) long or None. Returns (x0, eps), both shaped and typed like x_t.
+
+        Classifier-free guidance (Ho & Salimans 2022), for guidance w != 1: the conditional and the
+        unconditional (label = num_classes) pass run as ONE batch of 2B, and the outputs combine as
+        out_u + w (out_c - out_u) in the network's own parametrisation. At fixed (x_t, t) eps, x0 and
+        v are affine in the output with the same coefficients for both passes, and the weights
+        (1 - w) + w sum to 1, so this is exactly eps_u + w (eps_c - eps_u).
+        """
+        batch = x_t.shape[0]
+        labels = self._labels(labels, guidance, batch, x_t.device)
+        t64 = torch.as_tensor(t, dtype=torch.float64).detach().cpu()
+        alpha, sigma = self.schedule.coefficients(t64, x_t)
+        t_net = net_time(t64.expand(batch) if t64.ndim == 0 else t64, x_t)
+        if guidance == 1.0:
+            out = self.net(x_t, t_net, labels)
+        else:
+            uncond = torch.full_like(labels, self.num_classes)
+            both = self.net(torch.cat([x_t, x_t]), torch.cat([t_net, t_net]), torch.cat([labels, uncond]))
+            out_c, out_u = both.chunk(2)
+            out = out_u + guidance * (out_c - out_u)
+        x0, eps = to_x0_eps(x_t, out, self.prediction, alpha, sigma)
+        if self.clip is not None:
+            x0 = x0.clamp(*self.clip)
+            eps = eps_from_x0(x_t, x0, alpha, sigma)
+        return x0, eps

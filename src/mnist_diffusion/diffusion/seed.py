@@ -1,0 +1,71 @@
+"""The seed tutorial's toy diffusion: blend images with uniform noise, predict the clean image, and
+sample by repeatedly moving a fraction of the way towards the prediction.
+
+Data live in [0, 1] and the network `net(x) -> x0` gets no noise level: it must guess how noisy its input is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from mnist_diffusion.errors import UserError
+
+
+def _view(amount: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """amount (B,) shaped (B, 1, ..., 1) to broadcast over x (B, C, H, W)."""
+    return amount.to(x).reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def corrupt(x: torch.Tensor, amount: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x * (1 - amount) + noise * amount with noise ~ U[0, 1) per pixel; amount (B,) in [0, 1].
+
+    amount 0 returns x, amount 1 pure noise. Noise comes from `generator` when given (reproducible
+    runs), else from torch's global generator like the seed's `torch.rand_like`.
+    """
+    if generator is None:
+        noise = torch.rand_like(x)
+    else:
+        noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+    a = _view(amount, x)
+    return x * (1 - a) + noise * a
+
+
+def seed_loss(
+    net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The seed's objective: MSE(net(corrupt(x, amount)), x) with amount ~ U[0, 1) per image.
+
+    x: (B, C, H, W) in [0, 1]. Draws amount, then the noise, from `generator` (or the global one).
+    Returns the scalar loss.
+    """
+    if generator is None:
+        amount = torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
+    else:
+        amount = torch.rand(x.shape[0], generator=generator, device=generator.device, dtype=x.dtype)
+    noisy = corrupt(x, amount.to(x.device), generator)
+    return torch.nn.functional.mse_loss(net(noisy), x)
+
+
+@torch.no_grad()
+def sample_seed(
+    net: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    steps: int,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """The seed's sampler: at step i, x <- x (1 - m) + net(x) m with m = 1 / (steps - i).
+
+    x: (B, C, H, W) starting point (uniform noise, made by the caller). m reaches 1 at the last
+    step, so the result is the last prediction. `callback(i, x_input, pred)` sees each step.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise UserError(f"The number of sampling steps must be at least 1, got {steps!r}.")
+    for i in range(steps):
+        pred = net(x)
+        if callback is not None:
+            callback(i, x, pred)
+        mix = 1.0 / (steps - i)
+        x = x * (1 - mix) + pred * mix
+    return x

@@ -1,0 +1,170 @@
+"""Figures of a run, as PNG files.
+
+The seed's four: (1) inputs and the same batch corrupted with the amount rising left to right, (2) input /
+corrupted / one-shot prediction rows as the amount rises, (3) per sampling step the model input x and the
+model's prediction, (4) the training-loss curve. DDPM runs add the x0-prediction per step, a guidance sweep
+(rows = digits, columns = guidance scales), the schedule's SNR curve and the loss per timestep quarter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from mnist_diffusion.data import load_split, to_float, to_uint8  # noqa: E402
+from mnist_diffusion.generate import LoadedModel, generate, load_model  # noqa: E402
+from mnist_diffusion.images import grid  # noqa: E402
+
+
+def _show(ax, images_uint8: np.ndarray, title: str | None = None, nrow: int | None = None) -> None:
+    ax.imshow(grid(images_uint8, nrow=nrow), cmap="Greys", vmin=0, vmax=255)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def corruption_figure(x: torch.Tensor, out: Path) -> Path:
+    """Seed figure 1: a batch (in [0, 1]) and the same batch corrupted with amount = linspace(0, 1)."""
+    from mnist_diffusion.diffusion.seed import corrupt
+
+    amount = torch.linspace(0, 1, x.shape[0])
+    noised = corrupt(x, amount, generator=torch.Generator().manual_seed(0))
+    fig, axs = plt.subplots(2, 1, figsize=(12, 4))
+    _show(axs[0], to_uint8(x, "unit"), "Input data", nrow=len(x))
+    _show(axs[1], to_uint8(noised, "unit"), "Corrupted data (-- amount increases -->)", nrow=len(x))
+    return _save(fig, out)
+
+
+@torch.no_grad()
+def one_shot_figure(model: LoadedModel, x: torch.Tensor, out: Path) -> Path:
+    """Seed figure 2: input / corrupted / one-shot prediction as the amount rises."""
+    from mnist_diffusion.diffusion.seed import corrupt
+
+    amount = torch.linspace(0, 1, x.shape[0])
+    noised = corrupt(x, amount, generator=torch.Generator().manual_seed(0))
+    pred = model.net(noised.to(model.device)).cpu()
+    fig, axs = plt.subplots(3, 1, figsize=(12, 5.5))
+    _show(axs[0], to_uint8(x, "unit"), "Input data", nrow=len(x))
+    _show(axs[1], to_uint8(noised, "unit"), "Corrupted data (-- amount increases -->)", nrow=len(x))
+    _show(axs[2], to_uint8(pred, "unit"), "Network predictions", nrow=len(x))
+    return _save(fig, out)
+
+
+def steps_figure(model: LoadedModel, out: Path, n: int = 8, steps: int | None = None, seed: int = 0,
+                 guidance: float | None = None) -> Path:
+    """Per sampling step: the model input x_t (left) and the model's prediction of the clean image (right)."""
+    xs, preds = [], []
+    vr = model.cfg.data.value_range
+
+    def callback(*a):
+        if model.cfg.diffusion.kind == "seed":  # (step, x_input, pred)
+            xs.append(a[1].cpu()), preds.append(a[2].cpu())
+        else:  # (i, t, x_t, x0_pred)
+            xs.append(a[2].cpu()), preds.append(a[3].cpu())
+
+    steps = steps or model.cfg.sample.steps
+    generate(model, n, steps=steps, seed=seed, guidance=guidance, callback=callback)
+    rows = len(xs)
+    fig, axs = plt.subplots(rows, 2, figsize=(9, 0.75 * rows + 0.8), squeeze=False)
+    axs[0, 0].set_title("x (model input)", fontsize=9)
+    axs[0, 1].set_title("model prediction", fontsize=9)
+    for i in range(rows):
+        _show(axs[i, 0], to_uint8(xs[i], vr), nrow=n)
+        _show(axs[i, 1], to_uint8(preds[i], vr), nrow=n)
+    return _save(fig, out)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def loss_figure(rows: list[dict], out: Path) -> Path | None:
+    """Training loss against step (and per timestep quarter where logged)."""
+    rows = [r for r in rows if "loss" in r]
+    if not rows:
+        return None
+    steps = [r["step"] for r in rows]
+    quarters = [r["loss_by_quarter"] for r in rows if "loss_by_quarter" in r]
+    fig, axs = plt.subplots(1, 2 if quarters else 1, figsize=(11 if quarters else 6, 3.8), squeeze=False)
+    axs[0, 0].plot(steps, [r["loss"] for r in rows])
+    axs[0, 0].set(xlabel="step", ylabel="training loss", title="Training loss", yscale="log")
+    if quarters:
+        q = np.array(quarters)
+        qsteps = [r["step"] for r in rows if "loss_by_quarter" in r]
+        for j in range(q.shape[1]):
+            axs[0, 1].plot(qsteps, q[:, j], label=f"t in quarter {j + 1}")
+        axs[0, 1].set(xlabel="step", ylabel="loss", title="Loss per timestep quarter", yscale="log")
+        axs[0, 1].legend(fontsize=8)
+    return _save(fig, out)
+
+
+def snr_figure(model: LoadedModel, out: Path) -> Path:
+    """log SNR(t) = log(alpha_bar / (1 - alpha_bar)) of the run's schedule, beside the other schedule."""
+    from mnist_diffusion.diffusion.schedule import make_schedule
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    d = model.cfg.diffusion
+    for name in ("linear", "cosine"):
+        s = make_schedule(name, d.timesteps)
+        ab = s.alphas_cumprod.double()
+        ax.plot(torch.log(ab / (1 - ab)).numpy(), label=name + (" (this run)" if name == d.schedule else ""),
+                lw=2 if name == d.schedule else 1)
+    ax.set(xlabel="timestep t", ylabel="log SNR", title="Signal-to-noise ratio of the schedule")
+    ax.legend()
+    return _save(fig, out)
+
+
+def guidance_figure(model: LoadedModel, out: Path, scales=(1.0, 1.5, 2.0, 3.0, 5.0), seed: int = 0) -> Path:
+    """Rows = digits 0-9, columns = guidance scales; the same starting noise in every column."""
+    columns = [generate(model, 10, labels="0-9", guidance=w, seed=seed)[0] for w in scales]
+    images = np.stack(columns, axis=1).reshape(-1, 28, 28)
+    fig, ax = plt.subplots(figsize=(1.0 * len(scales) + 1, 8))
+    _show(ax, images, None, nrow=len(scales))
+    ax.set_xticks([30 * i + 16 for i in range(len(scales))])
+    ax.set_xticklabels([f"w={w:g}" for w in scales])
+    ax.set_title("Guidance sweep (rows: digits 0-9)", fontsize=9)
+    return _save(fig, out)
+
+
+def write_figures(run_dir: Path, out_dir: Path | None = None, seed: int = 0) -> list[Path]:
+    """Every figure that applies to the run in `run_dir`; returns the written paths."""
+    run_dir = Path(run_dir)
+    model = load_model(run_dir)
+    out_dir = Path(out_dir or run_dir / "figures")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    cfg = model.cfg
+    if cfg.diffusion.kind == "seed":
+        images, _ = load_split(cfg.data.dataset, "test", cfg.data.data_dir)
+        x = to_float(images[:8], "unit")
+        written.append(corruption_figure(x, out_dir / "1_corruption.png"))
+        written.append(one_shot_figure(model, x, out_dir / "2_one_shot_denoising.png"))
+        written.append(steps_figure(model, out_dir / "3_sampling_steps.png", seed=seed))
+    else:
+        written.append(steps_figure(model, out_dir / "x0_prediction_per_step.png", steps=10, seed=seed))
+        written.append(snr_figure(model, out_dir / "snr.png"))
+        if cfg.model.num_classes:
+            written.append(guidance_figure(model, out_dir / "guidance_sweep.png", seed=seed))
+    loss = loss_figure(read_metrics(run_dir), out_dir / "loss.png")
+    if loss:
+        written.append(loss)
+    return written
+

@@ -1,0 +1,120 @@
+"""Building blocks of the time-conditioned U-Net: noise-level embedding, residual block, 7x7 attention.
+
+Shapes: feature maps are (B, C, H, W); embeddings are (B, D) with D = `ModelConfig.embed_dim`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal features of a (possibly fractional) timestep, as in Vaswani et al. (2017) / Ho et al. (2020).
+
+    t: (B,) timesteps in [0, T-1], any real value. Returns (B, dim) float32: [cos(t f_k), sin(t f_k)] with
+    frequencies f_k = max_period^(-k / half) for k = 0..half-1 (half = dim // 2), zero-padded when dim is odd.
+    """
+    half = dim // 2
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    angles = t.float()[:, None] * torch.exp(exponent)[None, :]
+    emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with at most `groups` groups, reduced to the largest divisor of `channels` so any width works."""
+    g = math.gcd(max(1, groups), channels)
+    return nn.GroupNorm(g, channels)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv3x3, add the projected embedding, GroupNorm-SiLU-dropout-conv3x3, plus a skip.
+
+    x: (B, C_in, H, W), emb: (B, D) (already passed through SiLU) -> (B, C_out, H, W).
+    With `scale_shift` the embedding modulates the second norm as h * (1 + scale) + shift (Dhariwal & Nichol
+    2021, "adaptive group norm"); otherwise it is added as a per-channel bias (Ho et al. 2020).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        embed_dim: int,
+        groups: int,
+        dropout: float = 0.0,
+        scale_shift: bool = False,
+    ):
+        super().__init__()
+        self.scale_shift = scale_shift
+        self.norm1 = group_norm(in_channels, groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb_proj = nn.Linear(embed_dim, out_channels * (2 if scale_shift else 1))
+        self.norm2 = group_norm(out_channels, groups)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        # A 1x1 conv only where widths differ; an identity skip costs nothing.
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        e = self.emb_proj(emb)[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class SelfAttention2d(nn.Module):
+    """Pre-norm multi-head self-attention over the H*W positions of a small map, with a residual.
+
+    x: (B, C, H, W) -> (B, C, H, W). Meant for 7x7 maps (49 tokens), where it is cheap; C must be divisible
+    by `heads`.
+    """
+
+    def __init__(self, channels: int, groups: int, heads: int = 1):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention width {channels} is not divisible by its {heads} heads")
+        self.heads = heads
+        self.norm = group_norm(channels, groups)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, hgt, wid = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, hgt * wid)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, C/heads)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(-1, -2).reshape(b, c, hgt, wid)
+        return x + self.proj(out)
+
+
+class Downsample(nn.Module):
+    """Strided 3x3 conv, (B, C, H, W) -> (B, C_out, ceil(H/2), ceil(W/2)); 28 -> 14 -> 7."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 then a 3x3 conv (no transposed-conv checkerboards), (B, C, H, W) -> (B, C_out, 2H, 2W)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -1,0 +1,234 @@
+"""The training loop: a step, an evaluation hook, checkpoints, and resume that really resumes.
+
+Run directory layout (the unit a user sees):
+    config.json              resolved config
+    metrics.jsonl            one JSON object per log interval (loss, lr, images/s, loss per timestep quarter)
+    checkpoint.safetensors   full training state (weights, EMA, optimizer, RNG, data position)
+    model.safetensors        the weights that sample (EMA if any), config in metadata
+    samples.png              a grid sampled at the end
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnist_diffusion import checkpoint as ckpt
+from mnist_diffusion.config import RunConfig
+from mnist_diffusion.data import load_split, to_float
+from mnist_diffusion.device import autocast, resolve_device
+from mnist_diffusion.errors import UserError
+from mnist_diffusion.models import build_model, count_parameters
+from mnist_diffusion.training import distributed as dist_utils
+from mnist_diffusion.training.data_order import batches_per_epoch, epoch_batches
+from mnist_diffusion.training.ema import EMA
+from mnist_diffusion.training.objectives import make_objective
+from mnist_diffusion.training.optim import build_optimizer, load_optimizer_tensors, lr_at, optimizer_tensors
+
+
+class TrainingError(UserError):
+    """Training cannot go on (a NaN loss, say); the last good checkpoint is kept."""
+
+
+@dataclass
+class Progress:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch
+    batch: int = 0  # next batch index within the epoch
+    last_good_step: int | None = None
+
+
+@dataclass
+class Trainer:
+    cfg: RunConfig
+    run_dir: Path
+    device: torch.device
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    ema: EMA | None
+    images: torch.Tensor  # uint8 (N, 1, 28, 28) on device
+    labels: torch.Tensor  # int64 (N,) on device
+    objective: Any
+    progress: Progress = field(default_factory=Progress)
+    generator: torch.Generator | None = None
+    dist: dist_utils.Dist = field(default_factory=dist_utils.Dist)
+    train_net: nn.Module | None = None  # DDP-wrapped and/or compiled view of `net` used for the forward pass
+
+    # ---- one step -------------------------------------------------------------------------------------
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_float(self.images[indices], self.cfg.data.value_range)
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.labels[indices]
+
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        """One optimizer step on a batch; returns the loss and per-sample details for logging."""
+        tc = self.cfg.train
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(self.progress.step, tc)
+        with autocast(self.device, tc.bf16):
+            out = self.objective(self.train_net or self.net, x, labels, self.generator)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"The loss became {loss.item()} at step {self.progress.step}; the last good checkpoint "
+                f"(step {self.progress.last_good_step}) is kept in {self.run_dir / ckpt.STATE_FILE}. "
+                "Lower train.lr or set train.grad_clip, then resume."
+            )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip)
+        self.opt.step()
+        if self.ema is not None:
+            self.ema.update(self.net)
+        self.progress.step += 1
+        return out
+
+    # ---- state --------------------------------------------------------------------------------------------
+    def sampling_weights(self) -> dict[str, torch.Tensor]:
+        return self.ema.state_dict() if self.ema is not None else self.net.state_dict()
+
+    def save(self) -> None:
+        """Write checkpoint.safetensors and model.safetensors (rank 0 only), atomically."""
+        if not self.dist.is_main:
+            return
+        tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        opt_tensors, opt_info = optimizer_tensors(self.opt)
+        tensors.update(opt_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.generator is not None:
+            tensors["rng.generator"] = self.generator.get_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        p = self.progress
+        info = {
+            "step": p.step, "epoch": p.epoch, "batch": p.batch, "optimizer": opt_info,
+            "ema_updates": self.ema.updates if self.ema else 0,
+        }
+        ckpt.save_training_state(self.run_dir / ckpt.STATE_FILE, self.cfg, tensors, info)
+        ckpt.save_model(self.run_dir / ckpt.MODEL_FILE, self.cfg, self.sampling_weights(), {"step": p.step})
+        p.last_good_step = p.step
+
+    def restore(self, loaded: ckpt.Loaded) -> None:
+        t, info = loaded.tensors, loaded.info
+        self.net.load_state_dict(ckpt.split_prefix(t, "model"))
+        if self.ema is not None:
+            for k, v in ckpt.split_prefix(t, "ema").items():
+                self.ema.shadow[k].copy_(v)
+            self.ema.updates = int(info.get("ema_updates", 0))
+        load_optimizer_tensors(self.opt, {k: v.to(self.device) for k, v in t.items()}, info["optimizer"])
+        torch.set_rng_state(t["rng.torch"].cpu())
+        if self.generator is not None and "rng.generator" in t:
+            self.generator.set_state(t["rng.generator"].cpu())
+        if self.device.type == "cuda" and "rng.cuda" in t:
+            torch.cuda.set_rng_state(t["rng.cuda"].cpu(), self.device)
+        self.progress = Progress(info["step"], info["epoch"], info["batch"], info["step"])
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        per_epoch = batches_per_epoch(len(self.images), self.cfg.train.batch_size)
+        total = per_epoch * self.cfg.train.epochs
+        return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps else total
+
+    def fit(self, progress_bar: bool = True, stop_after: int | None = None) -> Progress:
+        """Train to the configured length. `stop_after` (steps, for tests) stops early as an interruption would."""
+        from mnist_diffusion.training.logger import MetricsLogger
+
+        tc = self.cfg.train
+        total = self.total_steps()
+        logger = MetricsLogger(self.run_dir, total, tc, self.cfg.diffusion.timesteps, self.dist.is_main and progress_bar,
+                               self.dist.is_main, initial=self.progress.step)
+        self.net.train()
+        try:
+            while self.progress.step < total:
+                p = self.progress
+                for b, idx in epoch_batches(len(self.images), tc.batch_size, p.epoch, tc.seed,
+                                            self.dist.rank, self.dist.world_size, start=p.batch):
+                    out = self.train_step(*self.batch(idx))
+                    p.batch = b + 1
+                    logger.record(p, out, tc.batch_size, lr_at(p.step - 1, tc))
+                    if p.step % tc.checkpoint_every == 0:
+                        self.save()
+                    if tc.eval_every and p.step % tc.eval_every == 0:
+                        self.evaluate_hook(logger)
+                    if p.step >= total or (stop_after is not None and p.step >= stop_after):
+                        break
+                else:
+                    p.epoch, p.batch = p.epoch + 1, 0
+                    self.save()
+                    continue
+                if stop_after is not None and p.step >= stop_after:
+                    break
+            self.save()
+        except KeyboardInterrupt:
+            self.save()
+            logger.close()
+            raise
+        logger.close()
+        return self.progress
+
+    def evaluate_hook(self, logger) -> None:
+        """KID and label accuracy on a small sample set, logged beside the loss (rank 0)."""
+        if not self.dist.is_main:
+            return
+        from mnist_diffusion.evaluation.quick import quick_kid
+        from mnist_diffusion.generate import LoadedModel, generate
+
+        model = LoadedModel(self.cfg, build_model(self.cfg.model).to(self.device), self.device)
+        model.net.load_state_dict(self.sampling_weights())
+        model.net.eval()
+        n = self.cfg.train.eval_samples
+        labels = "0-9" if self.cfg.model.num_classes else None
+        images, lab = generate(model, n, labels=labels, seed=12345)
+        logger.write({"step": self.progress.step, "eval": quick_kid(images, lab, self.cfg.data.dataset)})
+
+
+def load_training_images(cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = load_split(cfg.data.dataset, "train", cfg.data.data_dir)
+    if cfg.data.limit:
+        images, labels = images[: cfg.data.limit], labels[: cfg.data.limit]
+    x = torch.from_numpy(images).unsqueeze(1).to(device)
+    return x, torch.from_numpy(labels).long().to(device)
+
+
+def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer:
+    """Build everything a run needs; with `resume`, restore it from run_dir/checkpoint.safetensors."""
+    run_dir = Path(run_dir)
+    dist = dist_utils.init()
+    device = dist_utils.device_for(dist, resolve_device(cfg.train.device))
+    if cfg.train.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    net = build_model(cfg.model).to(device)
+    if cfg.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    ema = EMA(net, cfg.train.ema_decay) if cfg.train.ema_decay else None
+    opt = build_optimizer(net, cfg.train)
+    images, labels = load_training_images(cfg, device)
+    generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 1 + dist.rank)
+    trainer = Trainer(cfg, run_dir, device, net, opt, ema, images, labels, make_objective(cfg, device), dist=dist,
+                      generator=generator)
+    trainer.train_net = dist_utils.wrap(net, dist, device)
+    if cfg.train.compile:
+        trainer.train_net = torch.compile(trainer.train_net)
+    if resume:
+        trainer.restore(ckpt.load_checkpoint(run_dir / ckpt.STATE_FILE, device, expect_kind="training-state"))
+    elif dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+        info = {"event": "start", "parameters": count_parameters(net), "device": str(device),
+                "world_size": dist.world_size, "time": time.time()}
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(info) + "\n")
+    return trainer
+
+
