@@ -32,7 +32,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "unet"  # basic_unet (the seed's) | unet
+    kind: str = "unet"  # basic_unet (the seed's) | unet | autoencoder (for latent diffusion) | latent_unet
     in_channels: int = 1
     channels: tuple[int, ...] = (32, 64, 128)  # widths at 28, 14, 7
     blocks_per_level: int = 1
@@ -41,16 +41,28 @@ class ModelConfig:
     embed_dim: int = 128  # noise-level / class embedding width
     dropout: float = 0.0
     groups: int = 8  # GroupNorm groups
+    latent_channels: int = 4  # autoencoder only: C of the (C, 7, 7) latent
 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    kind: str = "ddpm"  # seed (uniform-noise corrupt(), x0 MSE) | ddpm
+    kind: str = "ddpm"  # seed (uniform-noise corrupt(), x0 MSE) | ddpm | autoencoder (reconstruction + KL)
     schedule: str = "linear"  # linear (Ho 2020) | cosine (Nichol & Dhariwal 2021)
     timesteps: int = 1000
     prediction: str = "eps"  # eps | x0 | v
     loss_weighting: str = "uniform"  # uniform | min_snr
     min_snr_gamma: float = 5.0
+    kl_weight: float = 1e-6  # autoencoder only: weight of the KL term that keeps the latent smooth
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Diffusion in an autoencoder's latent space (Rombach et al. 2022)."""
+
+    autoencoder: str = "ldm-ae"  # run directory, checkpoint file or packaged name of the autoencoder
+    autoencoder_sha256: str = ""  # hash of the autoencoder's weights; another autoencoder is refused
+    scale: float = 1.0  # multiplies latents so the diffusion sees unit variance (measured on the training set)
+    shape: tuple[int, ...] = (4, 7, 7)
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-    latent: dict[str, Any] | None = None  # latent-diffusion settings (autoencoder reference), if any
+    latent: LatentConfig | None = None  # set for latent diffusion: the autoencoder the diffusion runs inside
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,8 +231,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
 CHOICES = {
     ("data", "dataset"): ("mnist", "fashion-mnist"),
     ("data", "value_range"): ("unit", "signed"),
-    ("model", "kind"): ("basic_unet", "unet"),
-    ("diffusion", "kind"): ("seed", "ddpm"),
+    ("model", "kind"): ("basic_unet", "unet", "autoencoder", "latent_unet"),
+    ("diffusion", "kind"): ("seed", "ddpm", "autoencoder"),
     ("diffusion", "schedule"): ("linear", "cosine"),
     ("diffusion", "prediction"): ("eps", "x0", "v"),
     ("diffusion", "loss_weighting"): ("uniform", "min_snr"),
@@ -251,8 +263,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.label_dropout must be in [0, 1), got {cfg.train.label_dropout}.")
     if not cfg.model.channels:
         raise ConfigError("model.channels must list at least one width.")
-    if (cfg.model.kind == "basic_unet") != (cfg.diffusion.kind == "seed"):
-        raise ConfigError("model.kind basic_unet goes with diffusion.kind seed, and unet with ddpm.")
+    pairs = {"basic_unet": "seed", "unet": "ddpm", "latent_unet": "ddpm", "autoencoder": "autoencoder"}
+    if pairs[cfg.model.kind] != cfg.diffusion.kind:
+        raise ConfigError(
+            f"model.kind {cfg.model.kind} goes with diffusion.kind {pairs[cfg.model.kind]}, not {cfg.diffusion.kind}."
+        )
 
 
 def with_changes(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:

@@ -4,6 +4,8 @@ The seed's four: (1) inputs and the same batch corrupted with the amount rising 
 corrupted / one-shot prediction rows as the amount rises, (3) per sampling step the model input x and the
 model's prediction, (4) the training-loss curve. DDPM runs add the x0-prediction per step, a guidance sweep
 (rows = digits, columns = guidance scales), the schedule's SNR curve and the loss per timestep quarter.
+Latent-diffusion and autoencoder runs add the autoencoder's reconstructions, the latent channels of a few
+digits and a latent interpolation between two digits (autoencoder runs have no sampling figures).
 """
 
 from __future__ import annotations
@@ -144,6 +146,74 @@ def guidance_figure(model: LoadedModel, out: Path, scales=(1.0, 1.5, 2.0, 3.0, 5
     return _save(fig, out)
 
 
+def _autoencoder_of(model: LoadedModel):
+    """(FrozenAutoencoder, scale) for a latent run (its own scale) or an autoencoder run (scale 1)."""
+    from mnist_diffusion.generate import latent_autoencoder
+    from mnist_diffusion.latent import FrozenAutoencoder
+
+    if model.cfg.model.kind == "autoencoder":
+        return FrozenAutoencoder(model.net, model.cfg, "", model.path), 1.0
+    return latent_autoencoder(model), model.cfg.latent.scale
+
+
+def reconstruction_figure(ae, images: np.ndarray, out: Path) -> Path:
+    """Test digits (top) and the autoencoder's reconstructions through the posterior mean (bottom), with PSNR."""
+    from mnist_diffusion.latent import reconstruct, reconstruction_psnr
+
+    rec = reconstruct(ae, images)
+    fig, axs = plt.subplots(2, 1, figsize=(12, 2.4))
+    _show(axs[0], images, "Test digits", nrow=len(images))
+    _show(axs[1], rec, f"Reconstructions (PSNR {reconstruction_psnr(images, rec):.1f} dB)", nrow=len(images))
+    return _save(fig, out)
+
+
+def latent_channels_figure(ae, images: np.ndarray, scale: float, out: Path) -> Path:
+    """Per digit (row): the image, then each channel of its latent (x scale) as a 7x7 map, one colour scale."""
+    z = ae.encode(to_float(images, ae.config.data.value_range)).cpu() * scale
+    rows, channels = z.shape[0], z.shape[1]
+    lim = float(z.abs().max())
+    fig, axs = plt.subplots(rows, channels + 1, figsize=(1.3 * (channels + 1) + 0.8, 1.3 * rows), squeeze=False)
+    for r in range(rows):
+        axs[r, 0].imshow(images[r], cmap="Greys", vmin=0, vmax=255)
+        for c in range(channels):
+            im = axs[r, c + 1].imshow(z[r, c].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            if r == 0:
+                axs[r, c + 1].set_title(f"channel {c}", fontsize=8)
+    for ax in axs.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axs, shrink=0.6, label="latent value" + (" (scaled)" if scale != 1.0 else ""))
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def interpolation_figure(ae, a: np.ndarray, b: np.ndarray, out: Path, n: int = 10) -> Path:
+    """Two digits blended in latent space (decoded, top) and in pixel space (bottom), n steps from a to b."""
+    vr = ae.config.data.value_range
+    x = to_float(np.stack([a, b]), vr)
+    za, zb = ae.encode(x).cpu()
+    w = torch.linspace(0, 1, n)[:, None, None, None]
+    latent_rows = to_uint8(ae.decode((1 - w) * za + w * zb).float(), vr)
+    pixel_rows = to_uint8((1 - w) * x[0] + w * x[1], vr)
+    fig, axs = plt.subplots(2, 1, figsize=(10, 2.6))
+    _show(axs[0], latent_rows, "Interpolation in latent space (decoded)", nrow=n)
+    _show(axs[1], pixel_rows, "Interpolation in pixel space", nrow=n)
+    return _save(fig, out)
+
+
+def autoencoder_figures(model: LoadedModel, out_dir: Path) -> list[Path]:
+    """The autoencoder's reconstructions, latent channels and a latent interpolation, on test digits."""
+    ae, scale = _autoencoder_of(model)
+    images, labels = load_split(model.cfg.data.dataset, "test", model.cfg.data.data_dir)
+    first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]  # one of each digit
+    return [
+        reconstruction_figure(ae, images[:16], out_dir / "autoencoder_reconstructions.png"),
+        latent_channels_figure(ae, images[first[:6]], scale, out_dir / "latent_channels.png"),
+        interpolation_figure(ae, images[first[1]], images[first[8]], out_dir / "latent_interpolation.png"),
+    ]
+
+
 def write_figures(run_dir: Path, out_dir: Path | None = None, seed: int = 0) -> list[Path]:
     """Every figure that applies to the run in `run_dir`; returns the written paths."""
     run_dir = Path(run_dir)
@@ -158,11 +228,15 @@ def write_figures(run_dir: Path, out_dir: Path | None = None, seed: int = 0) -> 
         written.append(corruption_figure(x, out_dir / "1_corruption.png"))
         written.append(one_shot_figure(model, x, out_dir / "2_one_shot_denoising.png"))
         written.append(steps_figure(model, out_dir / "3_sampling_steps.png", seed=seed))
+    elif cfg.model.kind == "autoencoder":
+        written.extend(autoencoder_figures(model, out_dir))
     else:
         written.append(steps_figure(model, out_dir / "x0_prediction_per_step.png", steps=10, seed=seed))
         written.append(snr_figure(model, out_dir / "snr.png"))
         if cfg.model.num_classes:
             written.append(guidance_figure(model, out_dir / "guidance_sweep.png", seed=seed))
+        if cfg.latent is not None:
+            written.extend(autoencoder_figures(model, out_dir))
     loss = loss_figure(read_metrics(run_dir), out_dir / "loss.png")
     if loss:
         written.append(loss)

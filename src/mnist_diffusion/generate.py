@@ -4,6 +4,11 @@ Reproducibility: image i of a run with `--seed S` starts from noise drawn with s
 samplers (DDIM with eta = 0, DPM-Solver++, Heun, the seed's sampler) give the same image i whatever `--n` and
 the batch size. Stochastic samplers (DDPM ancestral, DDIM with eta > 0) draw their per-step noise per batch, so
 there the whole command is reproducible for a given batch size.
+
+Latent-diffusion runs (config `latent` set) sample (C, 7, 7) latents and decode them with the autoencoder the
+run was trained on (hash-checked on load). An autoencoder run has nothing to sample: its "samples" are its
+reconstructions of test digits (image i is test image SEED + i), so `sample` and `evaluate` show how well it
+reconstructs.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,6 +38,16 @@ class LoadedModel:
     net: nn.Module
     device: torch.device
     path: Path | None = None
+    autoencoder: Any = None  # latent runs: the `latent.FrozenAutoencoder` that decodes their samples
+
+
+def latent_autoencoder(model: LoadedModel):
+    """The frozen autoencoder of a latent-diffusion model, loaded and hash-checked on first use."""
+    if model.autoencoder is None:
+        from mnist_diffusion.latent import load_autoencoder
+
+        model.autoencoder = load_autoencoder(model.cfg.latent, model.device, str(model.path or "This model"))
+    return model.autoencoder
 
 
 def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
@@ -66,7 +81,10 @@ def load_model(path_or_name: str | Path | None = None, device: str | torch.devic
         first = str(e).strip().splitlines()[0]
         raise ckpt.CheckpointError(f"{path} does not match the network its config describes ({first}).") from None
     net.eval()
-    return LoadedModel(loaded.config, net, torch.device(device), path)
+    model = LoadedModel(loaded.config, net, torch.device(device), path)
+    if model.cfg.latent is not None:
+        latent_autoencoder(model)  # refuse a missing or different autoencoder now, not after sampling
+    return model
 
 
 def parse_labels(spec: str | None, num_classes: int) -> list[int] | None:
@@ -113,7 +131,11 @@ def sample_batch(
     callback: Callable | None = None,
     eta: float = 0.0,
 ) -> torch.Tensor:
-    """Float samples in the model's data range, from starting noise x_T (B, C, 28, 28)."""
+    """Float samples (B, C, 28, 28) in the model's data range, from starting noise x_T (B, C, 28, 28).
+
+    Latent runs start from x_T (B, *latent.shape) and decode the sampled latents; their `callback` sees the
+    decoded x_t and x0 prediction, so trajectories and step figures show images.
+    """
     cfg = model.cfg
     if steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}.")
@@ -133,8 +155,33 @@ def sample_batch(
         raise UserError(f"--guidance {guidance} needs a class-conditional model; this one is unconditional.")
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
     denoiser = Denoiser(model.net, schedule, cfg.diffusion.prediction)
-    return sample(sampler, denoiser, x_T, steps, spacing=spacing, labels=labels, guidance=guidance,
-                  generator=generator, callback=callback, eta=eta)
+    if cfg.latent is None:
+        return sample(sampler, denoiser, x_T, steps, spacing=spacing, labels=labels, guidance=guidance,
+                      generator=generator, callback=callback, eta=eta)
+    from mnist_diffusion.latent import decode_latents
+
+    ae, scale = latent_autoencoder(model), cfg.latent.scale
+    if callback is not None:
+        user_callback = callback
+
+        def callback(i, t, z_t, z0):
+            user_callback(i, t, decode_latents(ae, z_t, scale), decode_latents(ae, z0, scale))
+
+    z = sample(sampler, denoiser, x_T, steps, spacing=spacing, labels=labels, guidance=guidance,
+               generator=generator, callback=callback, eta=eta)
+    return decode_latents(ae, z, scale)
+
+
+def reconstructions(model: LoadedModel, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An autoencoder run's stand-in for samples: uint8 reconstructions of test images seed..seed+n-1 (cycling
+    through the test set) and their int64 labels."""
+    from mnist_diffusion.data import load_split
+    from mnist_diffusion.latent import FrozenAutoencoder, reconstruct
+
+    images, labels = load_split(model.cfg.data.dataset, "test", model.cfg.data.data_dir)
+    index = (seed + np.arange(n)) % len(images)
+    ae = FrozenAutoencoder(model.net, model.cfg, "", model.path or Path("."))
+    return reconstruct(ae, images[index]), labels[index].astype(np.int64)
 
 
 def generate(
@@ -159,6 +206,11 @@ def generate(
     cfg = model.cfg
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}.")
+    if cfg.model.kind == "autoencoder":
+        if labels is not None or guidance not in (None, 1.0):
+            raise UserError("An autoencoder reconstructs test digits instead of sampling; leave out --labels and "
+                            "--guidance.")
+        return reconstructions(model, n, seed)
     sampler = sampler or cfg.sample.sampler
     steps = steps if steps is not None else cfg.sample.steps
     guidance = guidance if guidance is not None else (cfg.sample.guidance if cfg.model.num_classes else 1.0)
@@ -169,7 +221,7 @@ def generate(
     all_labels = None if classes is None else np.array([classes[i % len(classes)] for i in range(n)], dtype=np.int64)
     batch_size = batch_size or (256 if model.device.type == "cpu" else 1000)
     kind = "uniform" if cfg.diffusion.kind == "seed" else "gaussian"
-    shape = (cfg.model.in_channels, 28, 28)
+    shape = tuple(cfg.latent.shape) if cfg.latent is not None else (cfg.model.in_channels, 28, 28)
     out = []
     from tqdm import tqdm
 

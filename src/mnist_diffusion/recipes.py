@@ -5,6 +5,7 @@ from __future__ import annotations
 from mnist_diffusion.config import (
     DataConfig,
     DiffusionConfig,
+    LatentConfig,
     ModelConfig,
     RunConfig,
     SampleConfig,
@@ -49,7 +50,36 @@ DDPM_COND = RunConfig(
     sample=SampleConfig(sampler="dpmpp_2m", steps=20, guidance=2.0, spacing="trailing"),
 )
 
-RECIPES: dict[str, RunConfig] = {cfg.recipe: cfg for cfg in (SEED, DDPM, DDPM_COND)}
+# The autoencoder of latent diffusion (Rombach et al. 2022): 28x28 digits <-> (4, 7, 7) latents, trained with
+# L1 reconstruction + 1e-6 KL. Lean widths: latent diffusion runs its encoder on every training batch.
+LDM_AE = RunConfig(
+    recipe="ldm-ae",
+    data=DataConfig(value_range="signed"),
+    model=ModelConfig(kind="autoencoder", channels=(16, 32, 64), latent_channels=4, attention_7x7=False),
+    diffusion=DiffusionConfig(kind="autoencoder", kl_weight=1e-6),
+    train=TrainConfig(
+        epochs=1, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=0.0, warmup_steps=100,
+        grad_clip=1.0, ema_decay=0.999, label_dropout=0.0,
+    ),
+)
+
+# Latent diffusion: the class-conditional DDPM of `ddpm-cond` run on the frozen `ldm-ae` autoencoder's latents.
+# latent.scale 0 means "measure it": at the start of training the run records 1 / std of its training latents
+# and the autoencoder's sha256 in its config, and every later use checks them.
+LDM = RunConfig(
+    recipe="ldm",
+    data=DataConfig(value_range="signed"),
+    model=ModelConfig(kind="latent_unet", in_channels=4, channels=(64, 128), num_classes=10, attention_7x7=True),
+    diffusion=DDPM.diffusion,
+    train=TrainConfig(
+        epochs=4, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_steps=200,
+        grad_clip=1.0, ema_decay=0.999, label_dropout=0.1,
+    ),
+    sample=SampleConfig(sampler="dpmpp_2m", steps=20, guidance=2.0, spacing="trailing"),
+    latent=LatentConfig(autoencoder="ldm-ae", autoencoder_sha256="", scale=0.0, shape=(4, 7, 7)),
+)
+
+RECIPES: dict[str, RunConfig] = {cfg.recipe: cfg for cfg in (SEED, DDPM, DDPM_COND, LDM_AE, LDM)}
 
 
 def get_recipe(name: str) -> RunConfig:

@@ -31,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | mps (train.device)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (train.compile)")
     p.add_argument("--limit", type=int, help="use only the first N training images (data.limit)")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], help="data set (data.dataset)")
+    p.add_argument("--data-dir", help="folder with the four IDX files, .gz or not (data.data_dir)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set train.lr=2e-4 --set model.channels=[32,64,64]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -40,8 +42,9 @@ def register(sub) -> None:
 
 def _flag_overrides(args) -> list[str]:
     pairs = [("train.epochs", args.epochs), ("train.max_steps", args.max_steps), ("train.seed", args.seed),
-             ("train.device", args.device), ("data.limit", args.limit)]
-    out = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in pairs if v is not None]
+             ("train.device", args.device), ("data.limit", args.limit),
+             ("data.dataset", args.dataset), ("data.data_dir", args.data_dir)]
+    out = [f"{k}={json.dumps(v)}" for k, v in pairs if v is not None]
     if args.compile:
         out.append("train.compile=true")
     return out + args.overrides

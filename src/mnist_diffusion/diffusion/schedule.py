@@ -163,7 +163,7 @@ def timestep_grid(timesteps: int, steps: int, spacing: str = "trailing") -> torc
       leading  : k * (T // steps), k = steps-1..0   -> 900, 800, ..., 100, 0. Hits t=0, never T-1:
                  sampling starts at a lower noise level than training ended at.
       linspace : round(linspace(T-1, 0, steps))     -> 999, 888, 777, ..., 111, 0. Hits both ends
-                 (steps=1 gives [0]).
+                 (steps=1 gives [T-1], not numpy's [0]: one step must start from noise).
       trailing : round(T - k * T/steps) - 1, k = 0..steps-1 -> 999, 899, ..., 199, 99. Starts at T-1;
                  the lowest point is T/steps - 1 and the sampler's final step goes from there to the data.
     Every sampler evaluates the network at each grid point, then takes one last step to the data.

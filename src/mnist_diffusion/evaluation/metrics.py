@@ -181,14 +181,14 @@ def label_accuracy(predicted: np.ndarray, requested: np.ndarray) -> float:
 COPY_RATIO = 1.0 / 3.0
 
 
-def nearest_neighbours(queries: np.ndarray, base: np.ndarray, exclude_self: bool = False,
+def nearest_neighbours(queries: np.ndarray, base: np.ndarray, skip: np.ndarray | None = None,
                        chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean nearest neighbour in `base` (M, D) of each row of `queries` (N, D).
 
-    Returns (distance float64 (N,), index int64 (N,)). The search runs as float32 matrix products
-    (a 10,000 x 60,000 x 784 search is ~0.5 TFLOP); the winning pair's distance is then recomputed in
-    float64, so reported distances are exact. With exclude_self, queries must be `base` itself and
-    each row's own entry is skipped.
+    Returns (distance float64 (N,), index int64 (N,)). `skip` (N,) optionally names, per query, one
+    base row it may not match (the query's own row when queries are drawn from base). The search
+    runs as float32 matrix products (10,000 x 60,000 x 784 is ~1 TFLOP); the winning pair's distance
+    is then recomputed in float64, so reported distances are exact.
     """
     q32 = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
     b32 = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32))
@@ -197,9 +197,8 @@ def nearest_neighbours(queries: np.ndarray, base: np.ndarray, exclude_self: bool
     for start in range(0, len(q32), chunk):
         q = q32[start:start + chunk]
         d = b_sq[None, :] - 2.0 * (q @ b32.T)  # |q|^2 is the same along a row, so it cannot change argmin
-        if exclude_self:
-            rows = torch.arange(len(q))
-            d[rows, rows + start] = float("inf")
+        if skip is not None:
+            d[torch.arange(len(q)), torch.from_numpy(np.asarray(skip[start:start + chunk], dtype=np.int64))] = float("inf")
         index[start:start + chunk] = d.argmin(dim=1).numpy()
     diff = _f64(queries) - _f64(base)[index]
     return np.sqrt((diff * diff).sum(1)), index

@@ -13,6 +13,14 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         from mnist_diffusion.models.basic_unet import BasicUNet
 
         return BasicUNet(cfg.in_channels, cfg.in_channels)
+    if cfg.kind == "autoencoder":
+        from mnist_diffusion.models.autoencoder import Autoencoder
+
+        return Autoencoder(cfg)
+    if cfg.kind == "latent_unet":
+        from mnist_diffusion.models.latent_unet import LatentUNet
+
+        return LatentUNet(cfg)
     from mnist_diffusion.models.unet import UNet
 
     return UNet(cfg)

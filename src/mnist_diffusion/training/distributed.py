@@ -1,13 +1,39 @@
-"""DistributedDataParallel under torchrun: gloo on CPU, NCCL on CUDA. A single process needs none of it."""
+"""DistributedDataParallel under torchrun: gloo on CPU, NCCL on CUDA. A single process needs none of it.
+
+How a multi-process run stays one run:
+- torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; `init` joins the process group it describes.
+- Each rank trains on its own slice of every global batch (`data_order.epoch_batches`); DDP averages the
+  gradients, so with equal slices the update is the one a single process would make from the mean loss
+  over the whole global batch, and the learning rate needs no scaling.
+- After every step all ranks hold the same weights. Rank 0 alone keeps the EMA, logs, evaluates and writes
+  checkpoints (of the plain, unwrapped network, so they load in one process on any device).
+- Once per step the ranks `agree` on the global-batch loss and on whether anyone was asked to stop, so a
+  NaN or a Ctrl-C makes every rank leave at the same step boundary instead of some ranks waiting forever in
+  the next gradient all-reduce.
+- Only rank 0's random state is checkpointed; other ranks reseed from (seed, rank, step) (`reseed_other_ranks`).
+"""
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import os
+import signal
+import sys
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as tdist
 from torch import nn
+
+from mnist_diffusion.errors import UserError
+
+# Test hook: a folder where every rank appends "step sha256-of-its-weights" lines to rank<R>.txt.
+CHECKSUM_ENV = "MNIST_DIFFUSION_DEBUG_CHECKSUMS"
+
+_stop_requested = False  # set by SIGINT / SIGTERM while a multi-process run is training
 
 
 @dataclass(frozen=True)
@@ -26,30 +52,133 @@ class Dist:
 
 
 def init() -> Dist:
-    """Join the process group torchrun set up (WORLD_SIZE > 1); otherwise a single process."""
+    """Join the process group torchrun set up (WORLD_SIZE > 1); otherwise a single process.
+
+    The group carries CPU tensors over gloo and, where CUDA exists, CUDA tensors over NCCL, so `--device cpu`
+    works on a GPU machine too. Under torchrun SIGINT and SIGTERM then request a stop at the next step
+    boundary (see `agree`) instead of raising at once, and the group is destroyed at exit.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     if not tdist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         tdist.init_process_group(backend)
+        atexit.register(shutdown)
+        _install_stop_handlers()
     return Dist(tdist.get_rank(), tdist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def device_for(d: Dist, device: torch.device) -> torch.device:
     """Under torchrun each process takes the GPU of its local rank."""
-    if d.enabled and device.type == "cuda":
+    if not d.enabled:
+        return device
+    if device.type == "mps":
+        raise UserError("Several processes cannot share an MPS device; run one process, or use --device cpu.")
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if d.local_rank >= count:
+            raise UserError(
+                f"Local rank {d.local_rank} has no GPU of its own: this node shows {count}; "
+                f"start torchrun with --nproc_per_node={count} or fewer."
+            )
         torch.cuda.set_device(d.local_rank)
         return torch.device("cuda", d.local_rank)
     return device
 
 
 def wrap(net: nn.Module, d: Dist, device: torch.device) -> nn.Module | None:
-    """A DDP view of `net` for the forward pass (gradients are averaged across ranks); None when alone."""
+    """A DDP view of `net` for the forward pass (gradients are averaged across ranks); None when alone.
+
+    DDP copies rank 0's weights to every rank here, so all ranks start equal.
+    """
     if not d.enabled:
         return None
+    # A 1x1 convolution's weight gradient can come back with different strides on its size-1 dimensions
+    # than the weight itself; DDP copies it into its bucket just the same, and says so once per process.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(net, device_ids=ids)
+
+
+def agree(d: Dist, loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(the loss averaged over ranks, whether any rank was asked to stop): the same on every rank.
+
+    loss: this rank's scalar loss, the mean over its equal slice of the global batch, so the average
+    over ranks is the mean over the global batch. A NaN on one rank makes the average NaN on all. One
+    all-reduce of two numbers per step; alone it is free and returns `loss` detached.
+    """
+    if not d.enabled:
+        return loss.detach(), _stop_requested
+    both = torch.stack([loss.detach().float(), torch.tensor(float(_stop_requested), device=loss.device)])
+    tdist.all_reduce(both)
+    return both[0] / d.world_size, bool(both[1].item() > 0)
+
+
+def check_same_step(d: Dist, step: int) -> None:
+    """After a resume, every rank must have read the same checkpoint (all nodes see one run directory)."""
+    if not d.enabled:
+        return
+    both = torch.tensor([step, -step], dtype=torch.long)
+    tdist.all_reduce(both, op=tdist.ReduceOp.MAX)
+    high, low = int(both[0]), -int(both[1])
+    if high != low:
+        raise UserError(
+            f"The ranks resumed from different checkpoints (steps {low} to {high}); every node must see the "
+            "same run directory (a shared filesystem, or an identical copy of checkpoint.safetensors)."
+        )
+
+
+def rank_seed(seed: int, rank: int, step: int, stream: str) -> int:
+    """A seed for `stream` on `rank` from training step `step`: unrelated to every other (rank, step, stream)."""
+    digest = hashlib.blake2b(f"mnist-diffusion/{stream}/{seed}/{rank}/{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def reseed_other_ranks(d: Dist, seed: int, step: int, generator: torch.Generator | None) -> None:
+    """Give ranks > 0 random streams of their own, from (seed, rank, step); rank 0 is left alone.
+
+    Only rank 0's states are in a checkpoint (they make a one-process resume exact). Other ranks draw
+    their training noise from `generator` and their dropout masks from torch's global generators; seeding
+    both from the step they (re)start at keeps ranks from sharing noise and makes a resumed run
+    reproducible for a given number of processes (though not identical to the uninterrupted run).
+    """
+    if d.rank == 0:
+        return
+    torch.manual_seed(rank_seed(seed, d.rank, step, "global"))  # CPU and every CUDA device
+    if generator is not None:
+        generator.manual_seed(rank_seed(seed, d.rank, step, "noise"))
+
+
+def write_checksum(d: Dist, net: nn.Module, step: int) -> None:
+    """Test hook: with $MNIST_DIFFUSION_DEBUG_CHECKSUMS set to a folder, append this rank's weight hash."""
+    folder = os.environ.get(CHECKSUM_ENV)
+    if not folder:
+        return
+    h = hashlib.sha256()
+    for name, value in net.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with open(Path(folder) / f"rank{d.rank}.txt", "a") as f:
+        f.write(f"{step} {h.hexdigest()}\n")
+
+
+def _request_stop(signum, frame) -> None:
+    global _stop_requested
+    if not _stop_requested and tdist.is_initialized() and tdist.get_rank() == 0:
+        print(f"Got {signal.Signals(signum).name}: stopping after this step and saving.", file=sys.stderr)
+    _stop_requested = True
+
+
+def _install_stop_handlers() -> None:
+    # torchrun passes a Ctrl-C on to every worker as one SIGINT (and sends SIGTERM when a worker fails);
+    # it kills the workers 30 s later, ample for one step and a save.
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _request_stop)
+    except ValueError:  # not the main thread: leave the default handlers
+        pass
 
 
 def shutdown() -> None:

@@ -75,9 +75,13 @@ class Trainer:
         with autocast(self.device, tc.bf16):
             out = self.objective(self.train_net or self.net, x, labels, self.generator)
         loss = out["loss"]
-        if not torch.isfinite(loss):
+        # Every rank must take the same branch here, or the gradient all-reduce in backward() waits forever.
+        global_loss, stop = dist_utils.agree(self.dist, loss)
+        if stop:  # SIGINT/SIGTERM under torchrun: all ranks leave at this step boundary
+            raise KeyboardInterrupt
+        if not torch.isfinite(global_loss):
             raise TrainingError(
-                f"The loss became {loss.item()} at step {self.progress.step}; the last good checkpoint "
+                f"The loss became {global_loss.item()} at step {self.progress.step}; the last good checkpoint "
                 f"(step {self.progress.last_good_step}) is kept in {self.run_dir / ckpt.STATE_FILE}. "
                 "Lower train.lr or set train.grad_clip, then resume."
             )
@@ -89,6 +93,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.net)
         self.progress.step += 1
+        dist_utils.write_checksum(self.dist, self.net, self.progress.step)
+        out["loss"] = global_loss  # what is logged: the mean over the whole global batch
         return out
 
     # ---- state --------------------------------------------------------------------------------------------
@@ -125,7 +131,9 @@ class Trainer:
             for k, v in ckpt.split_prefix(t, "ema").items():
                 self.ema.shadow[k].copy_(v)
             self.ema.updates = int(info.get("ema_updates", 0))
-        load_optimizer_tensors(self.opt, {k: v.to(self.device) for k, v in t.items()}, info["optimizer"])
+        # Adam keeps its step counters on the CPU: CUDA ones would cost a host sync per parameter per step.
+        opt_tensors = {k: v.cpu() if k.endswith(".step") else v.to(self.device) for k, v in t.items()}
+        load_optimizer_tensors(self.opt, opt_tensors, info["optimizer"])
         torch.set_rng_state(t["rng.torch"].cpu())
         if self.generator is not None and "rng.generator" in t:
             self.generator.set_state(t["rng.generator"].cpu())
@@ -207,11 +215,15 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     device = dist_utils.device_for(dist, resolve_device(cfg.train.device))
     if cfg.train.threads and device.type == "cpu":
         torch.set_num_threads(cfg.train.threads)
+    if cfg.latent is not None:  # latent diffusion: pin the autoencoder's hash and latent scale before writing anything
+        from mnist_diffusion.latent import bind_autoencoder
+
+        cfg = bind_autoencoder(cfg, device)
     torch.manual_seed(cfg.train.seed)
     net = build_model(cfg.model).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    ema = EMA(net, cfg.train.ema_decay) if cfg.train.ema_decay else None
+    ema = EMA(net, cfg.train.ema_decay) if cfg.train.ema_decay and dist.is_main else None  # rank 0 samples
     opt = build_optimizer(net, cfg.train)
     images, labels = load_training_images(cfg, device)
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 1 + dist.rank)
@@ -222,6 +234,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
         trainer.train_net = torch.compile(trainer.train_net)
     if resume:
         trainer.restore(ckpt.load_checkpoint(run_dir / ckpt.STATE_FILE, device, expect_kind="training-state"))
+        dist_utils.check_same_step(dist, trainer.progress.step)
     elif dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
@@ -229,6 +242,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
                 "world_size": dist.world_size, "time": time.time()}
         with open(run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(info) + "\n")
+    dist_utils.reseed_other_ranks(dist, cfg.train.seed, trainer.progress.step, generator)
     return trainer
 
 

@@ -1,0 +1,77 @@
+"""Resume equals no interruption; Ctrl-C saves; a NaN loss stops with the last good checkpoint kept."""
+
+import pytest
+import torch
+
+from mnist_diffusion import checkpoint as ckpt
+from mnist_diffusion.config import apply_overrides
+from mnist_diffusion.recipes import get_recipe
+from mnist_diffusion.training.loop import TrainingError, make_trainer
+
+TINY = ["data.limit=192", "train.batch_size=32", "train.epochs=2", "train.checkpoint_every=4", "train.warmup_steps=3",
+        "model.channels=[8,16,16]", "model.embed_dim=16", "model.groups=4", "train.log_every=2"]
+
+
+def tiny(recipe="ddpm-cond"):
+    return apply_overrides(get_recipe(recipe), TINY)
+
+
+def weights(run_dir):
+    return ckpt.load_checkpoint(run_dir / ckpt.STATE_FILE).tensors
+
+
+@pytest.mark.parametrize("recipe", ["ddpm-cond", "seed"])
+def test_interrupted_run_ends_with_the_same_weights(tmp_path, recipe):
+    cfg = tiny(recipe)
+    straight = make_trainer(cfg, tmp_path / "a")
+    straight.fit(progress_bar=False)
+    assert straight.progress.step == 12  # 6 batches per epoch, 2 epochs
+
+    first = make_trainer(cfg, tmp_path / "b")
+    first.fit(progress_bar=False, stop_after=5)  # mid-epoch, between checkpoints
+    assert first.progress.step == 5
+    second = make_trainer(cfg, tmp_path / "b", resume=True)
+    assert second.progress.step == 5
+    second.fit(progress_bar=False)
+
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        if not k.startswith("rng."):
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_ctrl_c_saves_and_resumes(tmp_path):
+    trainer = make_trainer(tiny(), tmp_path)
+    objective = trainer.objective
+
+    def interrupt_at_step_3(net, x, labels, g):
+        if trainer.progress.step == 3:
+            raise KeyboardInterrupt
+        return objective(net, x, labels, g)
+
+    trainer.objective = interrupt_at_step_3
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(progress_bar=False)
+    assert ckpt.load_checkpoint(tmp_path / ckpt.STATE_FILE).info["step"] == 3
+    resumed = make_trainer(tiny(), tmp_path, resume=True)
+    resumed.fit(progress_bar=False)
+    assert resumed.progress.step == 12
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    trainer = make_trainer(tiny(), tmp_path)
+    objective = trainer.objective
+
+    def nan_after_step_5(net, x, labels, g):
+        out = objective(net, x, labels, g)
+        if trainer.progress.step >= 5:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    trainer.objective = nan_after_step_5
+    with pytest.raises(TrainingError, match="loss became nan at step 5.*step 4"):
+        trainer.fit(progress_bar=False)
+    saved = ckpt.load_checkpoint(tmp_path / ckpt.STATE_FILE)
+    assert saved.info["step"] == 4
+    assert all(torch.isfinite(v).all() for k, v in saved.tensors.items() if v.dtype.is_floating_point)

@@ -1,0 +1,169 @@
+"""Samplers against the exact denoiser of Gaussian data, plus their bookkeeping (grid, NFE, noise, errors)."""
+
+import math
+
+import pytest
+import torch
+
+from mnist_diffusion.diffusion.denoiser import Denoiser, target_for
+from mnist_diffusion.diffusion.samplers import SAMPLERS, function_evaluations, sample, sample_ddim, sample_ddpm
+from mnist_diffusion.diffusion.schedule import karras_timesteps, make_schedule, timestep_grid
+from mnist_diffusion.errors import UserError
+
+MU, S = 0.4, 0.5  # per-pixel data distribution N(MU, S^2)
+N = 4000
+
+
+class GaussianNet:
+    """The exact eps / x0 / v prediction for data x0 ~ N(MU, S^2) under `schedule`, at any (fractional) t.
+
+    With x_t = a x0 + b eps: E[x0 | x_t] = MU + a S^2 / (a^2 S^2 + b^2) (x_t - a MU).
+    """
+
+    def __init__(self, schedule, prediction="eps", num_classes=0):
+        self.schedule, self.prediction, self.num_classes = schedule, prediction, num_classes
+        self.calls = []
+
+    def __call__(self, x_t, t, labels=None):
+        self.calls.append((x_t.shape[0], labels))
+        ab = self.schedule.alpha_bar(t).view(-1, 1, 1, 1)
+        a, b = ab.sqrt(), (1 - ab).sqrt()
+        x = x_t.double()
+        x0 = MU + a * S**2 / (a**2 * S**2 + b**2) * (x - a * MU)
+        eps = (x - a * x0) / b
+        return target_for(self.prediction, x0, eps, a, b).to(x_t.dtype)
+
+
+def _noise(seed=0, n=N, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 1, 1, generator=g, dtype=dtype), g
+
+
+# First-order samplers need more steps than second-order ones for the same accuracy.
+STEPS = {"ddpm": 250, "ddim": 100, "dpmpp_2m": 50, "heun": 25}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("schedule_name,prediction", [("linear", "eps"), ("cosine", "v"), ("linear", "x0")])
+def test_every_sampler_reproduces_gaussian_data(name, schedule_name, prediction):
+    torch.set_num_threads(1)
+    s = make_schedule(schedule_name)
+    den = Denoiser(GaussianNet(s, prediction), s, prediction)
+    x_T, g = _noise()
+    x = sample(name, den, x_T, STEPS[name], spacing="linspace", generator=g)
+    assert x.shape == x_T.shape and x.dtype == torch.float32
+    assert x.mean().item() == pytest.approx(MU, abs=4 * S / math.sqrt(N))
+    assert x.std().item() == pytest.approx(S, rel=0.06)
+
+
+@pytest.mark.parametrize("name,steps,tol", [("ddim", 200, 0.03), ("dpmpp_2m", 30, 0.01), ("heun", 30, 0.01)])
+def test_deterministic_samplers_follow_the_exact_probability_flow(name, steps, tol):
+    # For Gaussian data the probability-flow ODE keeps z = (x_t - a MU) / sqrt(a^2 S^2 + b^2) fixed,
+    # so starting from x_T at t = T-1 it ends at MU + S z, sample by sample.
+    s = make_schedule("linear")
+    den = Denoiser(GaussianNet(s), s, "eps")
+    grid = karras_timesteps(s, steps, sigma_max=None)
+    x_T, _ = _noise(n=500, dtype=torch.float64)
+    x = SAMPLERS[name](den, x_T, grid)
+    ab = s.alpha_bar(999).item()
+    z = (x_T - math.sqrt(ab) * MU) / math.sqrt(ab * S**2 + 1 - ab)
+    assert (x - (MU + S * z)).abs().max().item() < tol * S
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_the_three_parametrisations_give_the_same_samples(name):
+    s = make_schedule("cosine")
+    outs = []
+    for prediction in ["eps", "x0", "v"]:
+        x_T, g = _noise(3, n=200, dtype=torch.float64)
+        outs.append(sample(name, Denoiser(GaussianNet(s, prediction), s, prediction), x_T, 20, generator=g))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(outs[2], outs[0], rtol=1e-6, atol=1e-6)
+
+
+def test_ddim_eta_zero_is_deterministic_and_leaves_the_generator_alone():
+    s = make_schedule("linear")
+    den = Denoiser(GaussianNet(s), s)
+    x_T, _ = _noise(n=50)
+    g = torch.Generator().manual_seed(123)
+    state = g.get_state()
+    a = sample("ddim", den, x_T, 10, generator=g)
+    assert torch.equal(g.get_state(), state)
+    b = sample("ddim", den, x_T, 10, generator=torch.Generator().manual_seed(999))
+    c = sample("ddim", den, x_T, 10)
+    assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_ddpm_is_seeded_and_equals_ddim_with_eta_one():
+    s = make_schedule("cosine")
+    den = Denoiser(GaussianNet(s), s)
+    x_T, _ = _noise(n=100, dtype=torch.float64)
+    grid = timestep_grid(1000, 15, "trailing")
+    a = sample_ddpm(den, x_T, grid, generator=torch.Generator().manual_seed(1))
+    b = sample_ddpm(den, x_T, grid, generator=torch.Generator().manual_seed(1))
+    c = sample_ddpm(den, x_T, grid, generator=torch.Generator().manual_seed(2))
+    d = sample_ddim(den, x_T, grid, generator=torch.Generator().manual_seed(1), eta=1.0)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    torch.testing.assert_close(a, d, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize(
+    "grid",
+    [
+        timestep_grid(1000, 7, "trailing"),
+        timestep_grid(1000, 7, "leading"),
+        timestep_grid(1000, 1, "trailing"),
+        [999.0, 612.25, 80.5, 3.0],
+    ],
+    ids=["trailing", "leading", "one-step", "fractional"],
+)
+def test_callback_sees_exactly_the_grid_and_the_result_is_the_last_x0(name, grid):
+    s = make_schedule("linear")
+    net = GaussianNet(s)
+    den = Denoiser(net, s)
+    seen = []
+    x_T, g = _noise(n=8)
+    out = SAMPLERS[name](den, x_T, grid, generator=g, callback=lambda i, t, x_t, x0: seen.append((i, t, x_t, x0)))
+    expected = grid.tolist() if torch.is_tensor(grid) else grid
+    assert [i for i, *_ in seen] == list(range(len(expected)))
+    assert [t for _, t, *_ in seen] == expected
+    assert torch.equal(seen[0][2], x_T) if name != "heun" else torch.allclose(seen[0][2], x_T)
+    assert torch.equal(out, seen[-1][3])  # the last step lands on the data: x = x0 prediction
+    assert len(net.calls) == function_evaluations(name, len(expected))
+
+
+def test_guidance_and_labels_reach_the_network_in_one_batch():
+    s = make_schedule("linear")
+    net = GaussianNet(s, num_classes=10)
+    den = Denoiser(net, s)
+    x_T, g = _noise(n=4)
+    labels = torch.tensor([0, 3, 3, 9])
+    plain = sample("dpmpp_2m", den, x_T, 5, labels=labels)
+    assert all(b == 4 and torch.equal(y, labels) for b, y in net.calls)
+    net.calls.clear()
+    guided = sample("dpmpp_2m", den, x_T, 5, labels=labels, guidance=4.0)
+    assert len(net.calls) == 5 and all(b == 8 for b, _ in net.calls)
+    assert net.calls[0][1].tolist() == [0, 3, 3, 9, 10, 10, 10, 10]
+    torch.testing.assert_close(guided, plain)  # this net ignores labels, so guidance changes nothing
+
+
+def test_dispatcher_errors_name_the_value_and_the_choices():
+    s = make_schedule("linear")
+    den = Denoiser(GaussianNet(s), s)
+    x = torch.zeros(2, 1, 1, 1)
+    with pytest.raises(UserError, match="'euler'.*ddpm, ddim, dpmpp_2m, heun"):
+        sample("euler", den, x, 10)
+    with pytest.raises(UserError, match="got 0"):
+        sample("ddim", den, x, 0)
+    with pytest.raises(UserError, match="'even'.*leading, linspace, trailing"):
+        sample("ddim", den, x, 10, spacing="even")
+    with pytest.raises(UserError, match="eta=0.5.*'heun'"):
+        sample("heun", den, x, 10, eta=0.5)
+    with pytest.raises(UserError, match="unconditional"):
+        sample("ddim", den, x, 10, labels=torch.tensor([1, 2]))
+    cond = Denoiser(GaussianNet(s, num_classes=10), s)
+    with pytest.raises(UserError, match=r"\[0, 10\]"):
+        sample("ddim", cond, x, 10, labels=torch.tensor([1, 11]))
+    with pytest.raises(UserError, match="strictly descending"):
+        sample_ddim(den, x, [10, 500])
