@@ -12,11 +12,10 @@ from mnist_diffusion.errors import UserError
 
 def test_min_snr_weights_per_prediction_type():
     snr = torch.tensor([0.5, 5.0, 50.0], dtype=torch.float64)
-    torch.testing.assert_close(min_snr_weight(snr, "eps", 5.0), torch.tensor([1.0, 1.0, 0.1], dtype=torch.float64))
-    torch.testing.assert_close(min_snr_weight(snr, "x0", 5.0), torch.tensor([0.5, 5.0, 5.0], dtype=torch.float64))
-    torch.testing.assert_close(
-        min_snr_weight(snr, "v", 5.0), torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51], dtype=torch.float64)
-    )
+    expected = {"eps": [1.0, 1.0, 0.1], "x0": [0.5, 5.0, 5.0], "v": [0.5 / 1.5, 5 / 6, 5 / 51]}
+    for prediction, weights in expected.items():
+        got = min_snr_weight(snr, prediction, 5.0)
+        torch.testing.assert_close(got, torch.tensor(weights, dtype=torch.float64))
 
 
 class ZeroNet:
@@ -30,7 +29,8 @@ class ZeroNet:
 def test_loss_draws_t_then_eps_and_regresses_the_right_target(prediction):
     s = make_schedule("cosine")
     x0 = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(5)) * 2 - 1
-    loss, per_sample, t = diffusion_loss(ZeroNet(), x0, s, prediction, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    loss, per_sample, t = diffusion_loss(ZeroNet(), x0, s, prediction, generator=g)
     replay = torch.Generator().manual_seed(0)
     t_ref = torch.randint(0, 1000, (8,), generator=replay)
     eps = torch.randn(x0.shape, generator=replay)
@@ -122,7 +122,8 @@ def test_corrupt_blends_with_uniform_noise():
     torch.manual_seed(11)  # without a generator: torch.rand_like on the global generator, as the seed did
     a = corrupt(x, amount)
     torch.manual_seed(11)
-    torch.testing.assert_close(a, x * (1 - amount.view(-1, 1, 1, 1)) + torch.rand_like(x) * amount.view(-1, 1, 1, 1))
+    a4 = amount.view(-1, 1, 1, 1)
+    torch.testing.assert_close(a, x * (1 - a4) + torch.rand_like(x) * a4)
 
 
 def test_seed_loss_is_mse_to_the_clean_image_and_trains():

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from mnist_diffusion.diffusion.denoiser import Denoiser, target_for
-from mnist_diffusion.diffusion.samplers import SAMPLERS, function_evaluations, sample, sample_ddim, sample_ddpm
+from mnist_diffusion.diffusion.samplers import (
+    SAMPLERS,
+    function_evaluations,
+    sample,
+    sample_ddim,
+    sample_ddpm,
+)
 from mnist_diffusion.diffusion.schedule import karras_timesteps, make_schedule, timestep_grid
 from mnist_diffusion.errors import UserError
 
@@ -39,8 +45,14 @@ def _noise(seed=0, n=N, dtype=torch.float32):
     return torch.randn(n, 1, 1, 1, generator=g, dtype=dtype), g
 
 
-# First-order samplers need more steps than second-order ones for the same accuracy.
-STEPS = {"ddpm": 250, "ddim": 100, "dpmpp_2m": 50, "heun": 25}
+# First-order samplers need more steps than second-order ones for the same accuracy; Heun and
+# DPM-Solver++ do best on Karras' grid, DDPM/DDIM on a grid that reaches t=0.
+SETTINGS = {
+    "ddpm": (250, "linspace"),
+    "ddim": (100, "linspace"),
+    "dpmpp_2m": (25, "karras"),
+    "heun": (25, "karras"),
+}
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
@@ -50,24 +62,30 @@ def test_every_sampler_reproduces_gaussian_data(name, schedule_name, prediction)
     s = make_schedule(schedule_name)
     den = Denoiser(GaussianNet(s, prediction), s, prediction)
     x_T, g = _noise()
-    x = sample(name, den, x_T, STEPS[name], spacing="linspace", generator=g)
+    steps, spacing = SETTINGS[name]
+    x = sample(name, den, x_T, steps, spacing=spacing, generator=g)
     assert x.shape == x_T.shape and x.dtype == torch.float32
     assert x.mean().item() == pytest.approx(MU, abs=4 * S / math.sqrt(N))
-    assert x.std().item() == pytest.approx(S, rel=0.06)
+    assert x.std().item() == pytest.approx(S, rel=0.05)
 
 
-@pytest.mark.parametrize("name,steps,tol", [("ddim", 200, 0.03), ("dpmpp_2m", 30, 0.01), ("heun", 30, 0.01)])
-def test_deterministic_samplers_follow_the_exact_probability_flow(name, steps, tol):
+@pytest.mark.parametrize("name,order", [("ddim", 1), ("dpmpp_2m", 2), ("heun", 2)])
+def test_deterministic_samplers_converge_to_the_exact_flow_at_their_order(name, order):
     # For Gaussian data the probability-flow ODE keeps z = (x_t - a MU) / sqrt(a^2 S^2 + b^2) fixed,
-    # so starting from x_T at t = T-1 it ends at MU + S z, sample by sample.
+    # so from x at the first grid point it ends at MU + S z, sample by sample.
+    torch.set_num_threads(1)
     s = make_schedule("linear")
     den = Denoiser(GaussianNet(s), s, "eps")
-    grid = karras_timesteps(s, steps, sigma_max=None)
-    x_T, _ = _noise(n=500, dtype=torch.float64)
-    x = SAMPLERS[name](den, x_T, grid)
-    ab = s.alpha_bar(999).item()
-    z = (x_T - math.sqrt(ab) * MU) / math.sqrt(ab * S**2 + 1 - ab)
-    assert (x - (MU + S * z)).abs().max().item() < tol * S
+    x_T, _ = _noise(n=300, dtype=torch.float64)
+    errors = []
+    for steps in (20, 40, 80):
+        grid = karras_timesteps(s, steps)
+        ab = s.alpha_bar(grid[0]).item()
+        exact = MU + S * (x_T - math.sqrt(ab) * MU) / math.sqrt(ab * S**2 + 1 - ab)
+        errors.append((SAMPLERS[name](den, x_T, grid) - exact).abs().max().item())
+    ratios = [errors[0] / errors[1], errors[1] / errors[2]]  # about 2^order when the step halves
+    assert all(2 ** order * 0.8 < r < 2 ** order * 1.4 for r in ratios), (errors, ratios)
+    assert errors[-1] < (0.06 if order == 1 else 0.005)
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
@@ -107,6 +125,24 @@ def test_ddpm_is_seeded_and_equals_ddim_with_eta_one():
     torch.testing.assert_close(a, d, rtol=1e-9, atol=1e-9)
 
 
+def test_ddpm_on_consecutive_steps_is_ho_algorithm_2():
+    s = make_schedule("linear")
+    den = Denoiser(GaussianNet(s), s)
+    x_T, _ = _noise(n=64, dtype=torch.float64)
+    got = sample_ddpm(den, x_T, [5, 4, 3, 2, 1, 0], generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    x = x_T
+    for t in [5, 4, 3, 2, 1, 0]:
+        beta, ab = s.betas[t].item(), s.alphas_cumprod[t].item()
+        ab_prev = s.alphas_cumprod[t - 1].item() if t > 0 else 1.0
+        _, eps = den(x, t)
+        x = (x - beta / math.sqrt(1 - ab) * eps) / math.sqrt(1 - beta)
+        if t > 0:  # sigma_t^2 = beta-tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
+            z = torch.randn(x.shape, generator=g, dtype=x.dtype)
+            x = x + math.sqrt(beta * (1 - ab_prev) / (1 - ab)) * z
+    torch.testing.assert_close(got, x, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("name", list(SAMPLERS))
 @pytest.mark.parametrize(
     "grid",
@@ -124,11 +160,14 @@ def test_callback_sees_exactly_the_grid_and_the_result_is_the_last_x0(name, grid
     den = Denoiser(net, s)
     seen = []
     x_T, g = _noise(n=8)
-    out = SAMPLERS[name](den, x_T, grid, generator=g, callback=lambda i, t, x_t, x0: seen.append((i, t, x_t, x0)))
+    def callback(i, t, x_t, x0):
+        seen.append((i, t, x_t, x0))
+
+    out = SAMPLERS[name](den, x_T, grid, generator=g, callback=callback)
     expected = grid.tolist() if torch.is_tensor(grid) else grid
     assert [i for i, *_ in seen] == list(range(len(expected)))
     assert [t for _, t, *_ in seen] == expected
-    assert torch.equal(seen[0][2], x_T) if name != "heun" else torch.allclose(seen[0][2], x_T)
+    assert torch.equal(seen[0][2], x_T)
     assert torch.equal(out, seen[-1][3])  # the last step lands on the data: x = x0 prediction
     assert len(net.calls) == function_evaluations(name, len(expected))
 
@@ -167,3 +206,12 @@ def test_dispatcher_errors_name_the_value_and_the_choices():
         sample("ddim", cond, x, 10, labels=torch.tensor([1, 11]))
     with pytest.raises(UserError, match="strictly descending"):
         sample_ddim(den, x, [10, 500])
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_clipping_denoiser_keeps_samples_in_the_data_range(name):
+    s = make_schedule("linear")
+    den = Denoiser(GaussianNet(s), s, clip=(0.0, 1.0))  # N(0.4, 0.5^2) spills over both ends
+    x_T, g = _noise(n=500)
+    x = sample(name, den, x_T, 10, generator=g)
+    assert x.min() == 0.0 and x.max() == 1.0

@@ -158,6 +158,7 @@ def test_karras_grid_is_even_in_sigma_to_the_one_over_rho(name):
     assert t.dtype == torch.float64 and t.shape == (12,)
     assert torch.all(t[1:] < t[:-1]) and t[-1] == 0
     root = s.sigma(t) ** (1 / 7)
-    torch.testing.assert_close(root.diff(), torch.full((11,), root.diff().mean().item(), dtype=torch.float64), rtol=1e-6, atol=0)
+    even = torch.full((11,), root.diff().mean().item(), dtype=torch.float64)
+    torch.testing.assert_close(root.diff(), even, rtol=1e-6, atol=0)
     assert s.sigma(t[0]).item() == pytest.approx(min(80.0, s.sigma(999).item()), rel=1e-9)
     assert karras_timesteps(s, 5, sigma_max=None)[0].item() == pytest.approx(999.0)

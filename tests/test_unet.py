@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mnist_diffusion.config import ModelConfig
-from mnist_diffusion.models.blocks import timestep_embedding
+from mnist_diffusion.models.blocks import ResBlock, timestep_embedding
 from mnist_diffusion.models.unet import UNet
 
 # Small widths keep every test well under a second on one thread.
@@ -157,3 +157,14 @@ def test_timestep_embedding_values():
     freqs = 10_000.0 ** (-torch.arange(3) / 3)
     torch.testing.assert_close(emb[1, 3:], torch.sin(2.5 * freqs))
     assert timestep_embedding(torch.tensor([1.0]), 7).shape == (1, 7)
+
+
+@pytest.mark.parametrize("scale_shift", [False, True])
+def test_res_block_uses_the_embedding(scale_shift):
+    torch.manual_seed(0)
+    block = ResBlock(8, 16, embed_dim=4, groups=4, scale_shift=scale_shift)
+    x = torch.randn(2, 8, 7, 7)
+    emb = torch.randn(1, 4).expand(2, -1)
+    out = block(x, emb)
+    assert out.shape == (2, 16, 7, 7)
+    assert not torch.allclose(out, block(x, emb + 1.0))

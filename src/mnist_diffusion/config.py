@@ -94,7 +94,8 @@ class SampleConfig:
     sampler: str = "dpmpp_2m"
     steps: int = 20
     guidance: float = 1.0
-    spacing: str = "trailing"  # leading | linspace | trailing
+    spacing: str = "trailing"  # leading | linspace | trailing | karras (Karras et al. 2022, rho = 7)
+    eta: float = 0.0  # DDIM only: 0 = deterministic, 1 = DDPM-like
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ CHOICES = {
     ("diffusion", "loss_weighting"): ("uniform", "min_snr"),
     ("train", "optimizer"): ("adam", "adamw"),
     ("train", "device"): ("auto", "cpu", "cuda", "mps"),
-    ("sample", "spacing"): ("leading", "linspace", "trailing"),
+    ("sample", "spacing"): ("leading", "linspace", "trailing", "karras"),
 }
 
 

@@ -195,7 +195,7 @@ def generate(
     batch_size: int | None = None,
     spacing: str | None = None,
     callback: Callable | None = None,
-    eta: float = 0.0,
+    eta: float | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """n samples as uint8 (n, 28, 28) and their int64 labels (None for unconditional models).
@@ -215,6 +215,7 @@ def generate(
     steps = steps if steps is not None else cfg.sample.steps
     guidance = guidance if guidance is not None else (cfg.sample.guidance if cfg.model.num_classes else 1.0)
     spacing = spacing or cfg.sample.spacing
+    eta = cfg.sample.eta if eta is None else eta
     classes = parse_labels(labels, cfg.model.num_classes) if isinstance(labels, (str, type(None))) else list(labels)
     if classes is None and cfg.model.num_classes:
         classes = list(range(cfg.model.num_classes))  # a conditional model: every class in turn by default

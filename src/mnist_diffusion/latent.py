@@ -247,3 +247,27 @@ def reconstruct(ae: FrozenAutoencoder, images: np.ndarray, batch_size: int = 500
         x = to_float(images[start : start + batch_size], vr).to(device)
         out.append(to_uint8(ae.decode(ae.encode(x)).float().cpu(), vr))
     return np.concatenate(out)
+
+
+def package_pipeline(ldm: str | Path, out_dir: str | Path, info: dict | None = None) -> tuple[Path, Path]:
+    """Write a trained latent model and its autoencoder as a self-contained pair for shipping.
+
+    out_dir/ldm-ae.safetensors holds the autoencoder (same weights, so the same hash) and
+    out_dir/ldm.safetensors the latent model's sampling weights, its config now naming the autoencoder by its
+    packaged name 'ldm-ae'. `info` (JSON-able) goes into both files' metadata (training commands, times).
+    """
+    source = ckpt.resolve_model_path(ldm)
+    loaded = ckpt.load_checkpoint(source)
+    if loaded.config.latent is None:
+        raise UserError(f"{source} is not a latent-diffusion model (its config has no latent section).")
+    weights = loaded.tensors
+    if loaded.kind == "training-state":
+        weights = ckpt.split_prefix(weights, "ema") or ckpt.split_prefix(weights, "model")
+    ae = load_autoencoder(loaded.config.latent, "cpu", str(source))
+    out_dir = Path(out_dir)
+    ae_path, ldm_path = out_dir / PACKAGED["ldm-ae"], out_dir / "ldm.safetensors"
+    ckpt.save_model(ae_path, ae.config, ae.net.state_dict(), info)
+    cfg = replace(loaded.config, latent=replace(loaded.config.latent, autoencoder="ldm-ae"))
+    ckpt.save_model(ldm_path, cfg, weights, info)
+    assert read_autoencoder(ae_path).sha256 == cfg.latent.autoencoder_sha256  # same weights, same name
+    return ldm_path, ae_path

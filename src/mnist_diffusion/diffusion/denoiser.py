@@ -7,6 +7,7 @@ tensors that broadcast against x_t, e.g. (B, 1, 1, 1).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -17,8 +18,23 @@ from mnist_diffusion.errors import UserError
 PREDICTIONS = ("eps", "x0", "v")
 
 
+def check_prediction(prediction: str) -> None:
+    """Refuse a prediction type other than 'eps', 'x0' or 'v' with a sentence naming it."""
+    if prediction not in PREDICTIONS:
+        raise UserError(f"Unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}.")
+
+
+def num_classes_of(net) -> int:
+    """`net.num_classes` (0 = unconditional), looking through wrappers such as DistributedDataParallel."""
+    for candidate in (net, getattr(net, "module", None)):
+        value = getattr(candidate, "num_classes", None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
 def x0_from_eps(x_t, eps, alpha, sigma):
-    """x0 = (x_t - sigma eps) / alpha (Ho et al. 2020 eq. 15)."""
+    """x0 = (x_t - sigma eps) / alpha (inverting Ho et al. 2020 eq. 4)."""
     return (x_t - sigma * eps) / alpha
 
 
@@ -33,7 +49,7 @@ def v_from_x0_eps(x0, eps, alpha, sigma):
 
 
 def x0_from_v(x_t, v, alpha, sigma):
-    """x0 = alpha x_t - sigma v (Salimans & Ho 2022, appendix D)."""
+    """x0 = alpha x_t - sigma v (from alpha^2 + sigma^2 = 1)."""
     return alpha * x_t - sigma * v
 
 
@@ -50,7 +66,8 @@ def to_x0_eps(x_t, out, prediction: str, alpha, sigma) -> tuple[torch.Tensor, to
         return out, eps_from_x0(x_t, out, alpha, sigma)
     if prediction == "v":
         return x0_from_v(x_t, out, alpha, sigma), eps_from_v(x_t, out, alpha, sigma)
-    raise UserError(f"Unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}.")
+    check_prediction(prediction)
+    raise AssertionError("unreachable")
 
 
 def target_for(prediction: str, x0, eps, alpha, sigma):
@@ -61,16 +78,21 @@ def target_for(prediction: str, x0, eps, alpha, sigma):
         return x0
     if prediction == "v":
         return v_from_x0_eps(x0, eps, alpha, sigma)
-    raise UserError(f"Unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}.")
+    check_prediction(prediction)
+    raise AssertionError("unreachable")
 
 
-def net_time(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The timestep tensor handed to the network: float32 (float64 for float64 inputs) on x's device.
+def net_time(t, like: torch.Tensor) -> torch.Tensor:
+    """The (B,) timestep tensor handed to the network for a batch like `like` (B, C, H, W).
 
-    Never bf16/fp16: those cannot hold 999 exactly.
+    t: a scalar (same step for every sample) or (B,). float32 (float64 for float64 inputs) on
+    like's device; never bf16/fp16, which cannot hold 999 exactly.
     """
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return t.to(like.device, dtype)
+    if isinstance(t, (int, float)):
+        return torch.full((like.shape[0],), float(t), dtype=dtype, device=like.device)
+    t = torch.as_tensor(t).to(like.device, dtype)
+    return t.expand(like.shape[0]) if t.ndim == 0 else t
 
 
 class Denoiser:
@@ -87,15 +109,25 @@ class Denoiser:
         prediction: str = "eps",
         clip: tuple[float, float] | None = None,
     ):
-        if prediction not in PREDICTIONS:
-            raise UserError(f"Unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}.")
+        check_prediction(prediction)
         self.net = net
         self.schedule = schedule
         self.prediction = prediction
         self.clip = clip
-        self.num_classes = int(getattr(net, "num_classes", 0) or 0)
+        self.num_classes = num_classes_of(net)
+        self._cache: dict[float, tuple[float, float]] = {}
 
-    def _labels(self, labels: torch.Tensor | None, guidance: float, batch: int, device) -> torch.Tensor | None:
+    def _scalar_coefficients(self, t: float) -> tuple[float, float]:
+        """(alpha, sigma) for one timestep as Python floats, cached: samplers revisit the same grid points
+        and a float64 table lookup costs more than the arithmetic it feeds on small batches."""
+        coefficients = self._cache.get(t)
+        if coefficients is None:
+            ab = self.schedule.alpha_bar(torch.tensor(t, dtype=torch.float64)).item()
+            coefficients = self._cache[t] = (math.sqrt(ab), math.sqrt(1 - ab))
+        return coefficients
+
+    def _labels(self, labels, guidance: float, batch: int, device) -> torch.Tensor | None:
+        """The labels to feed the net; refuses guidance it cannot do."""
         if guidance != 1.0:
             if self.num_classes == 0:
                 raise UserError(
@@ -103,7 +135,10 @@ class Denoiser:
                     "unconditional; use guidance 1."
                 )
             if labels is None:
-                raise UserError(f"Guidance scale {guidance} needs class labels to guide towards; pass labels.")
+                raise UserError(
+                    f"Guidance scale {guidance} needs class labels to guide towards; "
+                    "pass labels or use guidance 1."
+                )
         if self.num_classes and labels is None:
             # A conditional net asked for an unconditional sample: the reserved "no label" class.
             return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
@@ -123,9 +158,11 @@ class Denoiser:
         """
         batch = x_t.shape[0]
         labels = self._labels(labels, guidance, batch, x_t.device)
-        t64 = torch.as_tensor(t, dtype=torch.float64).detach().cpu()
-        alpha, sigma = self.schedule.coefficients(t64, x_t)
-        t_net = net_time(t64.expand(batch) if t64.ndim == 0 else t64, x_t)
+        if isinstance(t, (int, float)) or (torch.is_tensor(t) and t.ndim == 0):
+            alpha, sigma = self._scalar_coefficients(float(t))
+        else:
+            alpha, sigma = self.schedule.coefficients(t, x_t)
+        t_net = net_time(t, x_t)
         if guidance == 1.0:
             out = self.net(x_t, t_net, labels)
         else:

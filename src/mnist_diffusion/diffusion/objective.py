@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from mnist_diffusion.diffusion.denoiser import PREDICTIONS, net_time, target_for
+from mnist_diffusion.diffusion.denoiser import check_prediction, net_time, num_classes_of, target_for
 from mnist_diffusion.diffusion.schedule import NoiseSchedule
 from mnist_diffusion.errors import UserError
 
@@ -27,13 +27,14 @@ def min_snr_weight(snr: torch.Tensor, prediction: str, gamma: float = 5.0) -> to
         return clipped
     if prediction == "v":
         return clipped / (snr + 1)
-    raise UserError(f"Unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}.")
+    check_prediction(prediction)
+    raise AssertionError("unreachable")
 
 
 def drop_labels(
     labels: torch.Tensor, num_classes: int, p: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """A copy of `labels` (B,) with each entry replaced by the "no label" class `num_classes` with probability p.
+    """`labels` (B,) with each entry replaced by the "no label" class `num_classes` with probability p.
 
     Training on both lets one network give the conditional and the unconditional prediction that
     classifier-free guidance combines (Ho & Salimans 2022).
@@ -59,25 +60,24 @@ def diffusion_loss(
     """Ho et al. (2020) alg. 1, for eps, x0 or v targets: t ~ U{0..T-1}, eps ~ N(0, I), MSE to the target.
 
     x0: (B, C, H, W) clean data; labels: (B,) long or None. Random draws come from `generator`, in
-    the order t, eps, label dropout (on the generator's device, then moved to x0's).
+    the order t, eps, label dropout, on the generator's device (give it x0's device to avoid copies).
     Returns (loss, per_sample_loss, t): loss = per_sample_loss.mean(); per_sample_loss (B,) float32
     is the weighted per-image MSE (weights from `min_snr_weight` when weighting='min_snr'); t (B,)
     int64 on the generator's device, for logging the loss by timestep.
     """
-    if prediction not in PREDICTIONS:
-        raise UserError(f"Unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}.")
+    check_prediction(prediction)
     if weighting not in WEIGHTINGS:
         raise UserError(f"Unknown loss weighting {weighting!r}; choose one of: {', '.join(WEIGHTINGS)}.")
     batch = x0.shape[0]
     device = generator.device if generator is not None else x0.device
     t = torch.randint(0, schedule.timesteps, (batch,), generator=generator, device=device)
     eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
-    num_classes = int(getattr(net, "num_classes", 0) or 0)
+    num_classes = num_classes_of(net)
     if labels is not None and num_classes and label_dropout > 0:
         labels = drop_labels(labels, num_classes, label_dropout, generator)
 
-    x_t = schedule.q_sample(x0, t, eps)
     alpha, sigma = schedule.coefficients(t, x0)
+    x_t = alpha * x0 + sigma * eps  # q_sample, sharing the coefficients with the target
     target = target_for(prediction, x0, eps, alpha, sigma)
     out = net(x_t, net_time(t, x0), labels)
     per_sample = (out.float() - target.float()).pow(2).flatten(1).mean(dim=1)

@@ -25,7 +25,9 @@ def _prepare(schedule: NoiseSchedule, timesteps) -> tuple[list, torch.Tensor]:
     """The grid as Python numbers, and alpha_bar (float64) at each grid point followed by 1.0 for the data."""
     grid = torch.as_tensor(timesteps).detach().cpu()
     if grid.ndim != 1 or grid.numel() == 0:
-        raise UserError(f"A sampling grid must be a non-empty 1-D list of timesteps, got shape {tuple(grid.shape)}.")
+        raise UserError(
+            f"A sampling grid must be a non-empty 1-D list of timesteps, got shape {tuple(grid.shape)}."
+        )
     if (grid[1:] >= grid[:-1]).any():
         raise UserError(f"A sampling grid must be strictly descending, got {grid.tolist()}.")
     ab = schedule.alpha_bar(grid)
@@ -43,10 +45,10 @@ def sample_ddpm(
     denoiser: Denoiser, x: torch.Tensor, timesteps, labels=None, guidance: float = 1.0,
     generator: torch.Generator | None = None, callback: Callback | None = None,
 ) -> torch.Tensor:
-    """Ancestral sampling, Ho et al. (2020) alg. 2, via the posterior q(x_s | x_t, x0) between grid points t > s."""
+    """Ancestral sampling, Ho et al. (2020) alg. 2, via the posterior q(x_s | x_t, x0) between grid points."""
     ts, ab = _prepare(denoiser.schedule, timesteps)
     ab_t, ab_s = ab[:-1], ab[1:]
-    beta = 1 - ab_t / ab_s  # the effective beta of the jump t -> s (eq. 6 with alpha_bar_s in place of 1)
+    beta = 1 - ab_t / ab_s  # the jump t -> s as one step: Ho's eq. 7 with alpha_bar_{t-1} -> alpha_bar_s
     c_x0 = (ab_s.sqrt() * beta / (1 - ab_t)).tolist()
     c_xt = ((ab_t / ab_s).sqrt() * (1 - ab_s) / (1 - ab_t)).tolist()
     std = (beta * (1 - ab_s) / (1 - ab_t)).sqrt().tolist()  # beta-tilde; 0 for the last jump to the data
@@ -129,23 +131,20 @@ def sample_heun(
     """
     ts, ab = _prepare(denoiser.schedule, timesteps)
     sig = ((1 - ab) / ab).sqrt().tolist()  # VE sigma per grid point, then 0 for the data
-    c_in = ab.sqrt().tolist()  # 1 / sqrt(1 + sigma^2)
-
-    def d_dsigma(x_ve, j):  # the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma
-        x0, _ = denoiser(x_ve * c_in[j], ts[j], labels, guidance)
-        return (x_ve - x0) / sig[j], x0
-
-    x = x / c_in[0]
+    c_in = ab.sqrt().tolist()  # 1 / sqrt(1 + sigma^2): VE -> VP scaling
+    x_vp, x = x, x / c_in[0]
     for i, t in enumerate(ts):
-        d, x0 = d_dsigma(x, i)
+        x0, _ = denoiser(x_vp, t, labels, guidance)
         if callback is not None:
-            callback(i, t, x * c_in[i], x0)
+            callback(i, t, x_vp, x0)
         if i == len(ts) - 1:
             return x0  # Euler to sigma = 0: x + (0 - sigma) (x - x0) / sigma = x0
+        d = (x - x0) / sig[i]  # the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma
         dt = sig[i + 1] - sig[i]
         x_euler = x + dt * d
-        d_next, _ = d_dsigma(x_euler, i + 1)
-        x = x + dt * 0.5 * (d + d_next)
+        x0_next, _ = denoiser(x_euler * c_in[i + 1], ts[i + 1], labels, guidance)
+        x = x + dt * 0.5 * (d + (x_euler - x0_next) / sig[i + 1])
+        x_vp = x * c_in[i + 1]
     raise AssertionError("unreachable: the loop returns at the last grid point")
 
 
@@ -158,7 +157,7 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def function_evaluations(name: str, steps: int) -> int:
-    """Network evaluations (NFE) a sampler spends on a grid of `steps` points (guidance batches, not doubles, them)."""
+    """Network evaluations a sampler spends on a `steps`-point grid (guidance batches them, not doubles)."""
     return 2 * steps - 1 if name == "heun" else steps
 
 
@@ -188,7 +187,7 @@ def sample(
     if labels is not None:
         top = denoiser.num_classes
         if top == 0:
-            raise UserError("This model is unconditional, so it takes no class labels; sample without labels.")
+            raise UserError("This model is unconditional, so it takes no class labels; sample without them.")
         if labels.shape != (x_T.shape[0],) or labels.min() < 0 or labels.max() > top:
             raise UserError(
                 f"Labels must be one class in [0, {top}] per sample ({x_T.shape[0]}), got shape "
@@ -200,7 +199,8 @@ def sample(
     elif spacing in SPACINGS:
         grid = timestep_grid(schedule.timesteps, steps, spacing)
     else:
-        raise UserError(f"Unknown timestep spacing {spacing!r}; choose one of: {', '.join(SPACINGS)}, karras.")
+        choices = ", ".join((*SPACINGS, "karras"))
+        raise UserError(f"Unknown timestep spacing {spacing!r}; choose one of: {choices}.")
     extra = {"eta": eta} if name == "ddim" else {}
     return SAMPLERS[name](
         denoiser, x_T, grid, labels=labels, guidance=guidance, generator=generator, callback=callback, **extra

@@ -20,11 +20,12 @@ SPACINGS = ("leading", "linspace", "trailing")
 
 
 def linear_betas(timesteps: int) -> torch.Tensor:
-    """Ho et al. (2020): betas linear from 1e-4 to 0.02 for T=1000, both scaled by 1000/T (improved-diffusion)."""
+    """Ho et al. (2020): betas linear from 1e-4 to 0.02 at T=1000, both scaled by 1000/T otherwise."""
     scale = 1000.0 / timesteps
     if scale * 0.02 >= 1.0:
         raise UserError(
-            f"The linear schedule needs timesteps > 20 (its last beta would reach 1), got timesteps={timesteps}."
+            f"The linear schedule needs timesteps > 20 (its last beta would reach 1), "
+            f"got timesteps={timesteps}."
         )
     return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
 
@@ -32,7 +33,8 @@ def linear_betas(timesteps: int) -> torch.Tensor:
 def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """Nichol & Dhariwal (2021) eq. 17: alpha_bar(t) = f(t)/f(0), f(t) = cos^2((t/T + s)/(1 + s) * pi/2).
 
-    beta_t = 1 - alpha_bar(t+1)/alpha_bar(t), clipped at 0.999 so the last step (where f reaches 0) stays finite.
+    beta_t = 1 - alpha_bar(t+1)/alpha_bar(t), clipped at 0.999 so that the last step, where f reaches 0,
+    keeps a finite signal-to-noise ratio.
     """
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
@@ -43,7 +45,7 @@ def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> t
 class NoiseSchedule:
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps for DDPM index t in [0, T-1].
 
-    `betas` and `alphas_cumprod` are float64 tensors of shape (T,). Fractional t (used by Karras
+    `betas` and `alphas_cumprod` are float64 CPU tensors of shape (T,). Fractional t (used by Karras
     grids and Heun) interpolates log(alpha_bar) linearly between integer steps. Why log(alpha_bar):
     log(alpha_bar_t) = sum_{s<=t} log(1 - beta_s), so linear interpolation in it is the continuous
     process with a constant noise rate inside each step; it is exact at integers, keeps alpha_bar
@@ -56,7 +58,7 @@ class NoiseSchedule:
     log_alphas_cumprod: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
-        assert self.betas.dtype == torch.float64 and self.betas.ndim == 1, "schedule tables must be 1-D float64"
+        assert self.betas.dtype == torch.float64 and self.betas.ndim == 1, "tables must be 1-D float64"
         assert self.alphas_cumprod.shape == self.betas.shape
         object.__setattr__(self, "log_alphas_cumprod", torch.log(self.alphas_cumprod))
 
@@ -108,7 +110,7 @@ class NoiseSchedule:
         return -torch.log(torch.expm1(-self.log_alpha_bar(t)))
 
     def sigma(self, t) -> torch.Tensor:
-        """VE noise level sigma = sqrt((1 - alpha_bar)/alpha_bar), so that x_ve = x_vp / sqrt(alpha_bar); float64."""
+        """VE noise level sqrt((1 - alpha_bar)/alpha_bar), x_ve = x_vp / sqrt(alpha_bar) = x0 + sigma eps."""
         return torch.sqrt(torch.expm1(-self.log_alpha_bar(t)))
 
     def t_from_sigma(self, sigma) -> torch.Tensor:
@@ -185,7 +187,7 @@ def timestep_grid(timesteps: int, steps: int, spacing: str = "trailing") -> torc
 def karras_timesteps(
     schedule: NoiseSchedule, steps: int, rho: float = 7.0, sigma_max: float | None = 80.0
 ) -> torch.Tensor:
-    """Karras et al. (2022) eq. 5 sigma grid from min(sigma_max, sigma(T-1)) down to sigma(0), as fractional timesteps.
+    """Karras et al. (2022) eq. 5 sigmas from min(sigma_max, sigma(T-1)) to sigma(0), as fractional t.
 
     Returns a strictly descending float64 grid ending at t=0 that any sampler accepts; the spacing in
     sigma^(1/rho) concentrates steps at low noise where the image detail is decided. The default

@@ -1,7 +1,7 @@
 """The seed tutorial's toy diffusion: blend images with uniform noise, predict the clean image, and
 sample by repeatedly moving a fraction of the way towards the prediction.
 
-Data live in [0, 1] and the network `net(x) -> x0` gets no noise level: it must guess how noisy its input is.
+Data live in [0, 1]; the network `net(x) -> x0` gets no noise level and must guess how noisy x is.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import torch
 from mnist_diffusion.errors import UserError
 
 
-def _view(amount: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """amount (B,) shaped (B, 1, ..., 1) to broadcast over x (B, C, H, W)."""
-    return amount.to(x).reshape((-1,) + (1,) * (x.ndim - 1))
+def _view(amount, x: torch.Tensor) -> torch.Tensor:
+    """amount (B,) shaped (B, 1, ..., 1) to broadcast over x (B, C, H, W); a scalar stays a scalar."""
+    amount = torch.as_tensor(amount).to(x)
+    return amount.reshape((-1,) + (1,) * (x.ndim - 1)) if amount.ndim else amount
 
 
 def corrupt(x: torch.Tensor, amount: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """x * (1 - amount) + noise * amount with noise ~ U[0, 1) per pixel; amount (B,) in [0, 1].
+    """x * (1 - amount) + noise * amount with noise ~ U[0, 1) per pixel; amount (B,) (or a scalar) in [0, 1].
 
     amount 0 returns x, amount 1 pure noise. Noise comes from `generator` when given (reproducible
     runs), else from torch's global generator like the seed's `torch.rand_like`.

@@ -166,7 +166,7 @@ def class_entropy(counts: np.ndarray) -> float:
     """
     p = _f64(counts) / max(int(np.sum(counts)), 1)
     p = p[p > 0]
-    return float(-(p * np.log2(p)).sum())
+    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns -0.0 (a single class) into 0.0
 
 
 def label_accuracy(predicted: np.ndarray, requested: np.ndarray) -> float:
@@ -200,7 +200,7 @@ def nearest_neighbours(queries: np.ndarray, base: np.ndarray, skip: np.ndarray |
         if skip is not None:
             d[torch.arange(len(q)), torch.from_numpy(np.asarray(skip[start:start + chunk], dtype=np.int64))] = float("inf")
         index[start:start + chunk] = d.argmin(dim=1).numpy()
-    diff = _f64(queries) - _f64(base)[index]
+    diff = _f64(queries) - _f64(np.asarray(base)[index])  # index first: never copy all of base to float64
     return np.sqrt((diff * diff).sum(1)), index
 
 

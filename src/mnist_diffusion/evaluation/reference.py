@@ -54,6 +54,8 @@ def data_fingerprint(images: np.ndarray) -> str:
 
 
 def _atomic_savez(path: pathlib.Path, **arrays) -> None:
+    # Written to a temporary file and renamed, so a reader never sees half a file.
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -61,7 +63,9 @@ def _atomic_savez(path: pathlib.Path, **arrays) -> None:
             np.savez(f, **arrays)
         os.replace(tmp, path)
     except OSError:
-        pass  # a cache that cannot be written only costs recomputation next time
+        # A cache that cannot be written only costs recomputation next time.
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def reference_stats(evaluator: Evaluator, dataset: str, images: np.ndarray, split: str = "test") -> ReferenceStats:
@@ -99,12 +103,19 @@ def _load_reference(path: pathlib.Path, evaluator_sha: str, data_sha: str) -> tu
     return features, predicted
 
 
-def train_self_distances(train_images: np.ndarray, needed: np.ndarray, dataset: str) -> np.ndarray:
+def pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float32 (N, 784) in [0, 1], the space of the memorisation distances."""
+    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
+
+
+def train_self_distances(train_images: np.ndarray, needed: np.ndarray, dataset: str,
+                         train_pixels: np.ndarray | None = None) -> np.ndarray:
     """Distance from each training image to its nearest other training image, (N_train,) float64.
 
     Pixel space, images as uint8 / 255. Only entries in `needed` (indices) are guaranteed to be
     filled; the rest may be NaN. Entries are computed on demand (each costs one pass over the
-    training set) and accumulated in a cache file keyed by the data hash.
+    training set) and accumulated in a cache file keyed by the data hash. `train_pixels` is
+    `pixels(train_images)` if the caller already has it.
     """
     data_sha = data_fingerprint(train_images)
     path = _cache_root() / f"train-nn-{dataset}-{data_sha[:16]}.npz"
@@ -120,7 +131,7 @@ def train_self_distances(train_images: np.ndarray, needed: np.ndarray, dataset: 
     needed = np.unique(np.asarray(needed, dtype=np.int64))
     missing = needed[np.isnan(dist[needed])]
     if len(missing):
-        flat = train_images.reshape(len(train_images), -1).astype(np.float32) / 255.0
+        flat = pixels(train_images) if train_pixels is None else train_pixels
         dist[missing], _ = nearest_neighbours(flat[missing], flat, skip=missing)
         _atomic_savez(path, distances=dist, data_sha256=np.array(data_sha))
     return dist

@@ -20,7 +20,7 @@ import numpy as np
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation import metrics as M
 from mnist_diffusion.evaluation.features import extract
-from mnist_diffusion.evaluation.reference import ReferenceStats, reference_stats, train_self_distances
+from mnist_diffusion.evaluation.reference import ReferenceStats, pixels, reference_stats, train_self_distances
 from mnist_diffusion.evaluation.registry import Evaluator, load_evaluator
 
 ALL_METRICS = ("fid", "kid", "precision_recall", "classes", "label_accuracy", "memorisation")
@@ -69,8 +69,12 @@ def _check_counts(n: int, wanted: Iterable[str], source: str, explicit: bool) ->
 
 def score_set(images: np.ndarray, labels: np.ndarray | None, evaluator: Evaluator, ref: ReferenceStats,
               train_images: np.ndarray | None, wanted: tuple[str, ...], kid_subsets: int = 100,
-              kid_subset_size: int = 1000, seed: int = 0) -> dict:
-    """All `wanted` metrics of one image set (uint8 (N,28,28)) against the reference statistics."""
+              kid_subset_size: int = 1000, seed: int = 0, train_pixels: np.ndarray | None = None) -> dict:
+    """All `wanted` metrics of one image set (uint8 (N,28,28)) against the reference statistics.
+
+    train_images (uint8) are needed for memorisation only; train_pixels = pixels(train_images) may be
+    passed to save recomputing it for each set.
+    """
     n = len(images)
     features, predicted = extract(evaluator, images)
     out: dict = {"n": n}
@@ -94,9 +98,9 @@ def score_set(images: np.ndarray, labels: np.ndarray | None, evaluator: Evaluato
     if "label_accuracy" in wanted and labels is not None:
         out["label_accuracy"] = M.label_accuracy(predicted, labels)
     if "memorisation" in wanted and train_images is not None:
-        flat_train = train_images.reshape(len(train_images), -1).astype(np.float32) / 255.0
-        dist, idx = M.nearest_neighbours(images.reshape(n, -1).astype(np.float32) / 255.0, flat_train)
-        self_dist = train_self_distances(train_images, idx, ref.dataset)
+        flat_train = pixels(train_images) if train_pixels is None else train_pixels
+        dist, idx = M.nearest_neighbours(pixels(images), flat_train)
+        self_dist = train_self_distances(train_images, idx, ref.dataset, flat_train)
         out["memorisation"] = M.memorisation(dist, idx, self_dist)
     return out
 
@@ -131,7 +135,8 @@ def evaluate_images(images: np.ndarray, labels: np.ndarray | None = None, datase
     ref = reference_stats(evaluator, dataset, ref_images, ref_split)
     need_train = with_baselines or "memorisation" in wanted
     train_images, train_labels = load_real(dataset, "train", data_dir) if need_train else (None, None)
-    common = dict(evaluator=evaluator, ref=ref, train_images=train_images, wanted=wanted,
+    train_pixels = pixels(train_images) if "memorisation" in wanted else None
+    common = dict(evaluator=evaluator, ref=ref, train_images=train_images, wanted=wanted, train_pixels=train_pixels,
                   kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
 
     n = len(images)

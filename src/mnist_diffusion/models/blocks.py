@@ -53,7 +53,8 @@ class ResBlock(nn.Module):
         super().__init__()
         self.scale_shift = scale_shift
         self.norm1 = group_norm(in_channels, groups)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        # Without scale-shift the embedding's bias already adds a per-channel constant right after conv1.
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=scale_shift)
         self.emb_proj = nn.Linear(embed_dim, out_channels * (2 if scale_shift else 1))
         self.norm2 = group_norm(out_channels, groups)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -98,23 +99,16 @@ class SelfAttention2d(nn.Module):
         return x + self.proj(out)
 
 
-class Downsample(nn.Module):
-    """Strided 3x3 conv, (B, C, H, W) -> (B, C_out, ceil(H/2), ceil(W/2)); 28 -> 14 -> 7."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 then a 3x3 conv (no transposed-conv checkerboards), (B, C, H, W) -> (B, C_out, 2H, 2W)."""
+    """1x1 conv to the new width at the low resolution, then nearest-neighbour x2: (B, C_in, H, W) -> (B, C_out, 2H, 2W).
+
+    Mixing channels before repeating pixels costs 1/4 of doing it after, and a 3x3 conv at the high
+    resolution follows anyway (the next residual block), so nothing is lost; no transposed-conv checkerboards.
+    """
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return F.interpolate(self.conv(x), scale_factor=2.0, mode="nearest")

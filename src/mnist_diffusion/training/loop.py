@@ -72,8 +72,9 @@ class Trainer:
         tc = self.cfg.train
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.progress.step, tc)
+        net = self.train_net if self.train_net is not None else self.net  # bool() of a compiled module raises
         with autocast(self.device, tc.bf16):
-            out = self.objective(self.train_net or self.net, x, labels, self.generator)
+            out = self.objective(net, x, labels, self.generator)
         loss = out["loss"]
         # Every rank must take the same branch here, or the gradient all-reduce in backward() waits forever.
         global_loss, stop = dist_utils.agree(self.dist, loss)
@@ -104,6 +105,7 @@ class Trainer:
     def save(self) -> None:
         """Write checkpoint.safetensors and model.safetensors (rank 0 only), atomically."""
         if not self.dist.is_main:
+            self.progress.last_good_step = self.progress.step  # rank 0 saved this same step
             return
         tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()}
         if self.ema is not None:
@@ -231,7 +233,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
                       generator=generator)
     trainer.train_net = dist_utils.wrap(net, dist, device)
     if cfg.train.compile:
-        trainer.train_net = torch.compile(trainer.train_net)
+        trainer.train_net = torch.compile(trainer.train_net or net)  # the plain `net` is what gets saved
     if resume:
         trainer.restore(ckpt.load_checkpoint(run_dir / ckpt.STATE_FILE, device, expect_kind="training-state"))
         dist_utils.check_same_step(dist, trainer.progress.step)
