@@ -6,7 +6,9 @@ benchmarks/results/evaluator_baselines.md. A sound evaluator gives FID near 0 fo
 (they are the reference), a small FID for training images (the train-vs-test baseline: what a
 perfect generator can expect), and a FID hundreds of times larger for noise.
 
-    python benchmarks/evaluator_baselines.py [--n 10000] [--seed 0] [--dir DIR]
+    python benchmarks/evaluator_baselines.py [--n 10000] [--seed 0] [--dir DIR] [--render-only]
+
+--render-only rebuilds the markdown from the JSON reports a previous run left in --dir.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import io
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from _machine import machine_info  # noqa: E402
 
 from mnist_diffusion.cli import main  # noqa: E402
 from mnist_diffusion.data import load_split  # noqa: E402
+from mnist_diffusion.evaluation.report import format_report  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "evaluator_baselines.md"
 
@@ -49,17 +51,12 @@ def write_inputs(directory: Path, n: int, seed: int) -> dict[str, Path]:
     return paths
 
 
-def evaluate(path: Path, json_path: Path, seed: int) -> tuple[str, dict, float]:
+def evaluate(path: Path, json_path: Path, seed: int) -> None:
     argv = ["evaluate", str(path), "--seed", str(seed), "--json", str(json_path)]
-    buffer = io.StringIO()
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(buffer):
+    with contextlib.redirect_stdout(io.StringIO()):
         rc = main(argv)
-    seconds = time.perf_counter() - started
     if rc != 0:
         raise SystemExit(f"mnist-diffusion {' '.join(argv)} exited with {rc}")
-    table = "\n".join(line for line in buffer.getvalue().splitlines() if not line.startswith("wrote "))
-    return table, json.loads(json_path.read_text()), seconds
 
 
 def main_(argv: list[str] | None = None) -> int:
@@ -68,19 +65,28 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", type=Path, default=None, help="keep the .npz and .json files here")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--render-only", action="store_true", help="only rebuild the markdown from --dir")
     args = parser.parse_args(argv)
+    if args.render_only and args.dir is None:
+        parser.error("--render-only needs --dir")
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.dir or Path(tmp)
         directory.mkdir(parents=True, exist_ok=True)
-        paths = write_inputs(directory, args.n, args.seed)
+        names = ("test", "train", "noise")
+        if not args.render_only:
+            paths = write_inputs(directory, args.n, args.seed)
+            for name in names:
+                evaluate(paths[name], directory / f"{name}-{args.n}.json", args.seed)
+                print(f"evaluated {name}", flush=True)
         sections, summary = [], []
-        for name, path in paths.items():
-            table, report, seconds = evaluate(path, directory / f"{name}-{args.n}.json", args.seed)
+        for name in names:
+            report = json.loads((directory / f"{name}-{args.n}.json").read_text())
+            table, seconds = format_report(report).replace(str(directory) + "/", ""), report["seconds"]
             print(table, f"\n({seconds:.0f} s)\n", flush=True)
             s = report["samples"]
-            summary.append(f"| {name} | {s['fid']:.3f} | {report['baselines']['train']['fid']:.3f} | "
-                           f"{report['baselines']['noise']['fid']:.1f} | {s['kid_mean'] * 1e3:.3f} | "
+            summary.append(f"| {name} | {s['fid']:.4f} | {report['baselines']['train']['fid']:.4f} | "
+                           f"{report['baselines']['noise']['fid']:.1f} | {s['kid_mean']:.2e} ± {s['kid_std']:.1e} | "
                            f"{s['precision']:.3f} / {s['recall']:.3f} | {s.get('label_accuracy', float('nan')):.4f} | "
                            f"{s['memorisation']['copy_fraction']:.4f} | {seconds:.0f} s |")
             sections.append(f"### {name} images\n\n`mnist-diffusion evaluate {name}-{args.n}.npz --seed {args.seed}`"
@@ -96,7 +102,7 @@ def main_(argv: list[str] | None = None) -> int:
         f"with numpy `default_rng({args.seed}).choice`; {n} images of uniform integer noise 0-255 from the same "
         "generator. Each `evaluate` also prints its own baselines (N random training images, N noise images) "
         "at the same N.", "",
-        f"| input | FID@{n} | train baseline FID@{n} | noise baseline FID@{n} | KID@{n} x1e3 | precision / recall | "
+        f"| input | FID@{n} | train baseline FID@{n} | noise baseline FID@{n} | KID@{n} | precision / recall | "
         f"label accuracy | near-copies | time |",
         "|---|---|---|---|---|---|---|---|---|",
         *summary, "",

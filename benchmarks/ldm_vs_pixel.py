@@ -29,7 +29,13 @@ from _machine import machine_info  # noqa: E402
 
 from mnist_diffusion.data import load_split  # noqa: E402
 from mnist_diffusion.errors import UserError  # noqa: E402
-from mnist_diffusion.generate import LoadedModel, generate, latent_autoencoder, load_model, shipped_model_path  # noqa: E402
+from mnist_diffusion.generate import (  # noqa: E402
+    LoadedModel,
+    generate,
+    latent_autoencoder,
+    load_model,
+    shipped_model_path,
+)
 from mnist_diffusion.models import build_model, count_parameters  # noqa: E402
 from mnist_diffusion.recipes import get_recipe  # noqa: E402
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -155,14 +156,21 @@ def measure_sampling(trainer: Trainer, res: Result, args: argparse.Namespace) ->
     grad_mode = torch.inference_mode() if args.inference_mode else contextlib.nullcontext()
     n, bs = args.sample_n, args.sample_batch
     with grad_mode, cpu_autocast(args.cpu_bf16):
-        generate(model, min(8, n), batch_size=bs)  # warm-up: kernels, and the latent autoencoder's loading
-        for _ in range(args.repeats):
+        sampling_warmup(model, args)
+        for _ in range(args.sample_repeats):
             t0 = time.perf_counter()
             generate(model, n, batch_size=bs)
             res.sample_ips.append(n / (time.perf_counter() - t0))
         # FLOPs grow linearly with the batch, so a few images give the per-image count exactly.
         res.sample_flops = count_flops(lambda: generate(model, 4, batch_size=4)) / 4
     trainer.net.train()
+
+
+def sampling_warmup(model, args: argparse.Namespace) -> None:
+    """Two sampler steps on one full batch: kernels, buffers, a latent run's autoencoder, compilation."""
+    from mnist_diffusion.generate import generate
+
+    generate(model, min(args.sample_batch, args.sample_n), steps=2, batch_size=args.sample_batch)
 
 
 def profile_training(trainer: Trainer, steps: int, rows: int = 25) -> str:
@@ -177,6 +185,174 @@ def profile_training(trainer: Trainer, steps: int, rows: int = 25) -> str:
         for _ in range(steps):
             trainer.train_step(*next(batches))
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+# ---- A/B comparisons of CPU settings ------------------------------------------------------------------------
+VARIANT_HELP = (
+    "comma-separated settings compared against the recipe as it is: threads=N, batch=N (training), "
+    "sample_batch=N, channels_last, compile, "
+    "cpu_bf16 (bf16 autocast), no_mkldnn, inference_mode (sampling), foreach (AdamW foreach=True and a foreach "
+    "EMA update -- a proposed change, not what the package does)"
+)
+
+
+@dataclass
+class Variant:
+    spec: str
+    threads: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    cpu_bf16: bool = False
+    mkldnn: bool = True
+    inference_mode: bool = False
+    foreach: bool = False
+    sample_batch: int | None = None
+
+
+def parse_variant(spec: str) -> Variant:
+    v = Variant(spec or "as is")
+    for token in filter(None, (t.strip() for t in spec.split(","))):
+        key, _, value = token.partition("=")
+        if key == "threads" and value.isdigit():
+            v.threads = int(value)
+        elif key == "sample_batch" and value.isdigit():
+            v.sample_batch = int(value)
+        elif key == "batch" and value.isdigit():
+            v.overrides.append(f"train.batch_size={value}")
+        elif token in ("channels_last", "compile"):
+            v.overrides.append(f"train.{token}=true")
+        elif token == "cpu_bf16":
+            v.cpu_bf16 = True
+        elif token == "no_mkldnn":
+            v.mkldnn = False
+        elif token == "inference_mode":
+            v.inference_mode = True
+        elif token == "foreach":
+            v.foreach = True
+        else:
+            raise SystemExit(f"--compare {spec!r}: unknown setting {token!r}; use {VARIANT_HELP}.")
+    return v
+
+
+@contextlib.contextmanager
+def variant_settings(v: Variant):
+    """Threads, mkldnn and autocast of a variant for the duration of its timed block, restored afterwards."""
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    if v.threads:
+        torch.set_num_threads(v.threads)
+    torch.backends.mkldnn.enabled = v.mkldnn
+    try:
+        with cpu_autocast(v.cpu_bf16):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = mkldnn
+
+
+def use_foreach(trainer: Trainer) -> None:
+    """Swap in AdamW(foreach=True) and a foreach EMA update: one kernel launch per op for all parameters."""
+    tc = trainer.cfg.train
+    opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+    trainer.opt = opt_cls(trainer.net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
+    ema = trainer.ema
+    if ema is None:
+        return
+
+    @torch.no_grad()
+    def update(net) -> None:
+        d = min(ema.decay, (1 + ema.updates) / (10 + ema.updates))
+        state = net.state_dict()
+        floats = [k for k, v in state.items() if v.dtype.is_floating_point]
+        torch._foreach_lerp_([ema.shadow[k] for k in floats], [state[k].float() for k in floats], 1.0 - d)
+        for k, v in state.items():
+            if not v.dtype.is_floating_point:
+                ema.shadow[k].copy_(v)
+        ema.updates += 1
+
+    ema.update = update
+
+
+def compare(name: str, specs: list[str], args: argparse.Namespace, tmp: Path) -> list[str]:
+    """Time the recipe as it is and each variant in turn, round after round, so that load from other processes
+    hits them all alike. Reports median images/s, the speed-up over the recipe as it is, the warm-up time
+    (compilation included) and the mean loss over the timed steps -- every variant starts from the same
+    seed, data order and noise, so a numerics change that hurts the loss shows there. `--steps 0` times
+    sampling only."""
+    variants = [parse_variant(s) for s in ["", *specs]]
+    trainers = []
+    for i, v in enumerate(variants):
+        cfg = recipe_config(name, args, tmp)
+        trainer = make_trainer(apply_overrides(cfg, v.overrides) if v.overrides else cfg, tmp / f"{name}-{i}")
+        if v.foreach:
+            use_foreach(trainer)
+        trainers.append(trainer)
+    train = compare_training(variants, trainers, args) if args.steps else None
+    sample = None if args.no_sampling else compare_sampling(variants, trainers, args)
+    return compare_table(name, variants, train, sample, args)
+
+
+def compare_training(variants: list[Variant], trainers: list[Trainer], args: argparse.Namespace):
+    """(warm-up seconds, images/s per round, losses) of each variant's training steps."""
+    streams = [batch_stream(t) for t in trainers]
+    warmup_s, ips, losses = [], [[] for _ in variants], [[] for _ in variants]
+    for v, trainer, stream in zip(variants, trainers, streams):
+        with variant_settings(v):  # with compile, this is where compilation happens
+            t0 = time.perf_counter()
+            for _ in range(args.warmup):
+                trainer.train_step(*next(stream))
+            warmup_s.append(time.perf_counter() - t0)
+    for _ in range(args.repeats):
+        for i, (v, trainer) in enumerate(zip(variants, trainers)):
+            with variant_settings(v):
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    losses[i].append(trainer.train_step(*next(streams[i]))["loss"].item())
+                ips[i].append(args.steps * trainer.cfg.train.batch_size / (time.perf_counter() - t0))
+    return warmup_s, ips, losses
+
+
+def compare_sampling(variants: list[Variant], trainers: list[Trainer], args: argparse.Namespace) -> list[list[float]]:
+    """generate() images/s of each variant, per round."""
+    from mnist_diffusion.generate import LoadedModel, generate
+
+    # A compiled variant samples through its compiled module (compiled anew for eval mode in the warm-up).
+    models = [LoadedModel(t.cfg, t.train_net if t.cfg.train.compile else t.net, t.device) for t in trainers]
+    for v, t, model in zip(variants, trainers, models):
+        t.net.eval()
+        with variant_settings(v):
+            sampling_warmup(model, args)
+    ips: list[list[float]] = [[] for _ in variants]
+    for _ in range(args.sample_repeats):
+        for i, (v, model) in enumerate(zip(variants, models)):
+            grad_mode = torch.inference_mode() if v.inference_mode else contextlib.nullcontext()
+            with variant_settings(v), grad_mode:
+                t0 = time.perf_counter()
+                generate(model, args.sample_n, batch_size=v.sample_batch or args.sample_batch)
+                ips[i].append(args.sample_n / (time.perf_counter() - t0))
+    return ips
+
+
+def compare_table(name, variants, train, sample, args) -> list[str]:
+    lines = [
+        f"| {name}: variant | train img/s | speed-up | warm-up s ({args.warmup} steps) | mean loss "
+        f"| sample img/s ({args.sample_n} images) | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, v in enumerate(variants):
+        row = f"| {v.spec} "
+        if train:
+            warmup_s, ips, losses = train
+            row += (f"| {med(ips[i]):.1f} | {med(ips[i]) / med(ips[0]):.2f}x | {warmup_s[i]:.1f} "
+                    f"| {statistics.fmean(losses[i]):.4f} ")
+        else:
+            row += "| - | - | - | - "
+        row += f"| {med(sample[i]):.2f} | {med(sample[i]) / med(sample[0]):.2f}x |" if sample else "| - | - |"
+        lines.append(row)
+    lines.append("")
+    for label, per_round in (("train", train[1] if train else None), ("sample", sample)):
+        if per_round:
+            lines.append(f"Per round ({label} img/s): " + "; ".join(
+                f"{v.spec}: {', '.join(f'{x:.2f}' for x in per_round[i])}" for i, v in enumerate(variants)))
+    return lines
 
 
 def measure_recipe(name: str, args: argparse.Namespace, tmp: Path) -> Result:
@@ -253,12 +429,14 @@ def details(results: list[Result]) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: few steps, one repeat, small sampling batch")
-    ap.add_argument("--recipes", nargs="+", default=None, help="recipes to run (default: all of " + ", ".join(ORDER) + ")")
-    ap.add_argument("--steps", type=int, default=None, help="timed train steps per repeat (default 20; quick 3)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed train steps first (default 3; quick 1)")
+    ap.add_argument("--recipes", nargs="+", default=None,
+                    help=f"recipes to run (default: all of {', '.join(ORDER)}; with --compare: ddpm-cond)")
+    ap.add_argument("--steps", type=int, default=None, help="timed train steps per repeat (default 10; quick 3)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed train steps first (default 2; quick 1)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats, the median is reported (default 3; quick 1)")
     ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: the recipe's)")
     ap.add_argument("--sample-n", type=int, default=None, help="images per timed generate() (default 256; quick 32)")
+    ap.add_argument("--sample-repeats", type=int, default=1, help="timed generate() calls, median reported")
     ap.add_argument("--sample-batch", type=int, default=256, help="generate() batch size (its CPU default is 256)")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's, = cores)")
     ap.add_argument("--interop-threads", type=int, default=None, help="inter-op threads (default: torch's)")
@@ -270,12 +448,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cpu-bf16", action="store_true", help="run training and sampling under CPU bf16 autocast")
     ap.add_argument("--inference-mode", action="store_true", help="sample under torch.inference_mode()")
     ap.add_argument("--no-sampling", action="store_true")
+    ap.add_argument("--compare", action="append", default=[], metavar="SETTINGS", help=VARIANT_HELP)
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS", help="print a torch.profiler table first")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write the results file")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_throughput.md")
     args = ap.parse_args(argv)
     quick = args.quick
-    for name, full, small in (("steps", 20, 3), ("warmup", 3, 1), ("repeats", 3, 1), ("sample_n", 256, 32),
+    for name, full, small in (("steps", 10, 3), ("warmup", 2, 1), ("repeats", 3, 1), ("sample_n", 256, 32),
                               ("matmul_n", 2048, 1024)):
         if getattr(args, name) is None:
             setattr(args, name, small if quick else full)
@@ -293,18 +472,21 @@ def main(argv: list[str] | None = None) -> None:
     info = machine_info()
     print(f"Machine: {info}", flush=True)
 
-    peak = matmul_gflops(args.matmul_n)
+    if args.compare:  # A/B mode: no peak, no results file; one table per recipe
+        names = args.recipes or ["ddpm-cond"]
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in names:
+                table_lines = compare(name, args.compare, args, Path(tmp))
+                print("\n".join(["", f"Command: `{command}`", f"Machine: {info}", "", *table_lines]), flush=True)
+        return
+
+    load_before = os.getloadavg()[0]
+    peak_start = matmul_gflops(args.matmul_n)
     fp32_small = matmul_gflops(args.bf16_n)
     bf16_small = matmul_gflops(args.bf16_n, torch.bfloat16, repeats=3, max_seconds=10)
     verdict = "faster" if bf16_small > fp32_small else "slower"
-    peak_lines = [
-        f"fp32 matmul peak: {peak:.1f} GFLOP/s (torch.mm {args.matmul_n}x{args.matmul_n}, "
-        f"{torch.get_num_threads()} threads, median)",
-        f"bf16 vs fp32 matmul at {args.bf16_n}x{args.bf16_n}: {bf16_small:.2f} vs {fp32_small:.1f} GFLOP/s "
-        f"-- bf16 is {verdict} on this CPU ({torch.backends.cpu.get_cpu_capability()})",
-    ]
-    for line in peak_lines:
-        print(line, flush=True)
+    print(f"fp32 matmul: {peak_start:.1f} GFLOP/s; bf16 vs fp32 at {args.bf16_n}: {bf16_small:.2f} vs "
+          f"{fp32_small:.1f} GFLOP/s", flush=True)
 
     names = args.recipes or [n for n in ORDER if n in RECIPES] + [n for n in RECIPES if n not in ORDER]
     results = []
@@ -319,12 +501,29 @@ def main(argv: list[str] | None = None) -> None:
                                  f"train {med(r.train_ips):.0f} img/s, sample {med(r.sample_ips):.1f} img/s"
                                  + (f" ({r.sample_note})" if r.sample_note else "")), flush=True)
 
+    # Other processes can only slow a measurement down, so the better of the two peak measurements is the
+    # reference; a share above 100% means the machine was busier during the peak than during the recipe.
+    peak_end = matmul_gflops(args.matmul_n)
+    peak = max(peak_start, peak_end)
+    load_after = os.getloadavg()[0]
+    peak_lines = [
+        f"fp32 matmul peak: {peak:.1f} GFLOP/s (torch.mm {args.matmul_n}x{args.matmul_n}, "
+        f"{torch.get_num_threads()} threads, median of repeats; {peak_start:.1f} at the start, {peak_end:.1f} at the "
+        "end, the higher is the reference)",
+        f"bf16 vs fp32 matmul at {args.bf16_n}x{args.bf16_n}: {bf16_small:.2f} vs {fp32_small:.1f} GFLOP/s "
+        f"-- bf16 is {verdict} on this CPU ({torch.backends.cpu.get_cpu_capability()})",
+        f"1-minute load average: {load_before:.1f} at the start, {load_after:.1f} at the end "
+        f"({os.cpu_count()} cores; anything near or above the core count means the numbers are shared-machine "
+        "numbers)",
+    ]
     settings = (f"{args.steps} timed steps x {args.repeats} repeats after {args.warmup} warm-up steps; sampling "
-                f"{args.sample_n} images in batches of {min(args.sample_batch, args.sample_n)}; "
+                f"{args.sample_n} images in batches of {min(args.sample_batch, args.sample_n)}, "
+                f"{args.sample_repeats} time(s); "
                 f"intra-op threads {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}"
                 + (f"; overrides {' '.join(args.set)}" if args.set else "")
                 + ("; CPU bf16 autocast" if args.cpu_bf16 else "")
-                + ("; sampling under inference_mode" if args.inference_mode else ""))
+                + ("; sampling under inference_mode" if args.inference_mode else "")
+                + (f"; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}" if "OMP_WAIT_POLICY" in os.environ else ""))
     lines = [
         "# Training and sampling throughput vs the machine's matmul peak",
         "",

@@ -27,6 +27,7 @@ def test_encoder_decoder_shapes(in_channels, latent_channels):
     assert net.decode(mean).shape == (5, in_channels, 28, 28)
     x_hat, m2, _ = net(x, torch.Generator().manual_seed(0))
     assert x_hat.shape == x.shape and torch.equal(m2, mean)
+    assert net.decode(mean * 1e3).abs().max() <= 1.0  # tanh output: always inside the signed data range
 
 
 def test_shape_errors_are_clear():
@@ -80,3 +81,12 @@ def test_latent_unet_keeps_the_7x7_shape(channels):
     assert out.shape == z.shape and torch.equal(out, torch.zeros_like(out))  # zero-initialised output conv
     torch.nn.init.normal_(net.out_conv.weight)
     assert net(z, t, None).abs().sum() > 0
+
+
+def test_autoencoder_run_needs_the_signed_range(tmp_path, capsys):
+    from mnist_diffusion.cli import main
+
+    out = tmp_path / "ae"
+    assert main(["train", "--recipe", "ldm-ae", "--limit", "64", "--max-steps", "1", "--out", str(out),
+                 "--set", "data.value_range=unit", "--no-progress"]) == 2
+    assert "data.value_range=signed" in capsys.readouterr().err and not out.exists()

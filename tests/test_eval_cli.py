@@ -128,3 +128,12 @@ def test_reference_cache_is_keyed_on_evaluator_hash(tmp_path, monkeypatch):
 def test_evaluator_info(capsys):
     assert main(["evaluator", "info"]) == 0
     assert "(verified)" in capsys.readouterr().out
+
+
+def test_evaluator_of_another_dataset_is_refused(tmp_path, capsys):
+    weights = tmp_path / "toy.safetensors"
+    registry.save_evaluator(FeatureNet(EvaluatorConfig(widths=(4, 8, 8), depths=(1, 1, 1), feature_dim=16)),
+                            weights, {"dataset": "fashion-mnist"})
+    path = _npz(tmp_path / "s.npz", images=np.zeros((10, 28, 28), np.uint8))
+    assert main(["evaluate", path, "--evaluator", str(weights)]) == 2
+    assert "was trained on 'fashion-mnist', not 'mnist'" in capsys.readouterr().err

@@ -168,3 +168,22 @@ def test_res_block_uses_the_embedding(scale_shift):
     out = block(x, emb)
     assert out.shape == (2, 16, 7, 7)
     assert not torch.allclose(out, block(x, emb + 1.0))
+
+
+def test_channels_last_gives_the_same_output():
+    net = _net(num_classes=10)
+    _randomise_zero_init(net)
+    net.eval()
+    x, t, y = torch.randn(2, 1, 28, 28), torch.tensor([10.0, 900.0]), torch.tensor([3, 10])
+    expected = net(x, t, y)
+    net = net.to(memory_format=torch.channels_last)
+    got = net(x.contiguous(memory_format=torch.channels_last), t, y)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_scalar_timestep_is_broadcast_and_wrong_shapes_are_refused():
+    net = _net(num_classes=0)
+    x = torch.randn(2, 1, 28, 28)
+    assert net(x, torch.tensor(5.0)).shape == x.shape
+    with pytest.raises(ValueError, match="t must have shape"):
+        net(x, torch.tensor([1.0, 2.0, 3.0]))

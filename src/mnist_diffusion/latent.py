@@ -52,7 +52,7 @@ class FrozenAutoencoder:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Unscaled latents (B, C, 7, 7) -> images (B, c, 28, 28) in the autoencoder's data range (unclipped)."""
+        """Unscaled latents (B, C, 7, 7) -> images (B, c, 28, 28) in the autoencoder's data range [-1, 1]."""
         return self.net.decode(z)
 
 
@@ -130,7 +130,8 @@ def read_autoencoder(path: Path, device: str | torch.device = "cpu") -> FrozenAu
     return FrozenAutoencoder(net, loaded.config, weights_sha256(weights), Path(path))
 
 
-def load_autoencoder(latent: LatentConfig, device: str | torch.device = "cpu", user: str = "This run") -> FrozenAutoencoder:
+def load_autoencoder(latent: LatentConfig, device: str | torch.device = "cpu",
+                     user: str = "This run") -> FrozenAutoencoder:
     """The autoencoder a latent config names, checked against its recorded hash and latent shape.
 
     `user` names the run or checkpoint in error messages.

@@ -38,11 +38,13 @@ DDPM = RunConfig(
 )
 
 # Class-conditional DDPM with classifier-free guidance (Ho & Salimans 2022): labels dropped 10% of the time.
+# Min-SNR-5 loss weighting (Hang et al. 2023) converges markedly faster, which matters on a CPU budget.
 DDPM_COND = RunConfig(
     recipe="ddpm-cond",
     data=DDPM.data,
     model=ModelConfig(kind="unet", num_classes=10),
-    diffusion=DDPM.diffusion,
+    diffusion=DiffusionConfig(kind="ddpm", schedule="linear", timesteps=1000, prediction="eps",
+                              loss_weighting="min_snr", min_snr_gamma=5.0),
     train=TrainConfig(
         epochs=10, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_steps=200,
         grad_clip=1.0, ema_decay=0.999, label_dropout=0.1,
@@ -69,10 +71,11 @@ LDM_AE = RunConfig(
 LDM = RunConfig(
     recipe="ldm",
     data=DataConfig(value_range="signed"),
-    model=ModelConfig(kind="latent_unet", in_channels=4, channels=(64, 128), num_classes=10, attention_7x7=True),
-    diffusion=DDPM.diffusion,
+    model=ModelConfig(kind="latent_unet", in_channels=4, channels=(64, 128), blocks_per_level=2, num_classes=10,
+                      attention_7x7=True),
+    diffusion=DDPM_COND.diffusion,
     train=TrainConfig(
-        epochs=4, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_steps=200,
+        epochs=3, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_steps=200,
         grad_clip=1.0, ema_decay=0.999, label_dropout=0.1,
     ),
     sample=SampleConfig(sampler="dpmpp_2m", steps=20, guidance=2.0, spacing="trailing"),

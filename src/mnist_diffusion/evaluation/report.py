@@ -131,6 +131,9 @@ def evaluate_images(images: np.ndarray, labels: np.ndarray | None = None, datase
     _check_counts(len(images), wanted, source, explicit)
 
     evaluator = load_evaluator(dataset, evaluator_path)
+    if evaluator.dataset != dataset:
+        raise UserError(f"evaluator {evaluator.path} was trained on {evaluator.dataset!r}, not {dataset!r}; "
+                        f"pass --dataset {evaluator.dataset} or an evaluator trained on {dataset}.")
     ref_images, _ = load_real(dataset, ref_split, data_dir)
     ref = reference_stats(evaluator, dataset, ref_images, ref_split)
     need_train = with_baselines or "memorisation" in wanted
@@ -166,10 +169,10 @@ def _fmt(value, kind: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if kind == "fid":
-        return f"{value:.3f}" if value < 100 else f"{value:.1f}"
-    if kind == "kid":
+        return f"{value:.4f}" if value < 10 else f"{value:.1f}"
+    if kind == "kid":  # real-vs-real KID is ~1e-4 and noise ~1e2: only scientific notation shows both
         mean, std = value
-        return f"{mean * 1e3:.3f} ± {std * 1e3:.3f}"
+        return f"{mean:.2e} ± {std:.1e}"
     if kind == "frac":
         return f"{value:.4f}"
     if kind == "bits":
@@ -187,7 +190,7 @@ def _rows(sets: dict[str, dict]) -> list[tuple[str, list[str]]]:
     if "fid" in first:
         rows.append((f"FID@{n}", col(lambda s: s.get("fid"), "fid")))
     if "kid_mean" in first:
-        rows.append((f"KID@{n} x1e3 (subsets of {first['kid_subset_size']})",
+        rows.append((f"KID@{n} (mean ± std, subsets of {first['kid_subset_size']})",
                      col(lambda s: (s["kid_mean"], s["kid_std"]), "kid")))
     if "precision" in first:
         rows.append((f"precision@{first['pr_n']} (k={PR_K})", col(lambda s: s.get("precision"), "frac")))

@@ -1,16 +1,17 @@
 """A time- and class-conditioned U-Net for small latents, e.g. the (4, 7, 7) latents of the autoencoder.
 
-The pixel U-Net halves 28 -> 14 -> 7 and doubles back, which needs even sizes; a 7x7 latent halves to 4
-(a stride-2 conv rounds up) and must come back to exactly 7, so here every up-step resizes to the size of
-the skip it meets. Layout for widths (64, 128), one residual block per level:
+The pixel U-Net (`models.unet`) halves 28 -> 14 -> 7 and doubles back, which needs sizes divisible by two at
+every level; a 7x7 latent halves to 4 (a stride-2 conv rounds up) and must come back to exactly 7, so here
+every up-step resizes to the size of the skip it meets. Otherwise the layout and its CPU-speed choices are the
+pixel U-Net's: no encoder block at the top level (the stem stands in), skips added rather than concatenated,
+width changed by a 1x1 conv before upsampling, one self-attention layer at the bottom. For widths (64, 128):
 
-    z (B,C,7,7) -conv-> 64@7 -res-> [skip] -down-> 128@4 -res(+attn)-> [skip]
-    middle: res, attn, res at 4x4
-    up:     cat skip -> res(+attn) @4 -up to 7-> cat skip -> res @7 -> norm, SiLU, conv -> (B,C,7,7)
+    encoder  z (B,C,7,7) -stem conv-> 64@7 -stride-2 conv-> 128@4 -res->
+    middle   self-attention at 4x4 (16 tokens)
+    decoder  res 128@4 -1x1, resize to 7-> +skip (stem) -res 64@7 -> GroupNorm, SiLU, conv -> (B,C,7,7)
 
-Self-attention sits at the smallest level when `ModelConfig.attention_7x7` is set (16 tokens at 4x4: cheap).
-Blocks, embeddings and the label convention (index num_classes = "no label", for classifier-free guidance)
-are those of the pixel U-Net (`models.blocks`, `models.unet`). The output conv starts at zero.
+The label convention (index num_classes = "no label", for classifier-free guidance) and the zero-initialised
+output conv are the pixel U-Net's too.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_diffusion.config import ModelConfig
-from mnist_diffusion.models.blocks import Downsample, ResBlock, SelfAttention2d, group_norm, timestep_embedding
+from mnist_diffusion.models.blocks import ResBlock, SelfAttention2d, group_norm, timestep_embedding
 
 
 class LatentUNet(nn.Module):
     """forward(z: (B,C,H,W), t: (B,) float timesteps in [0, T-1], labels: (B,) long | None) -> (B,C,H,W).
 
-    Any H, W >= 1 (sizes round up when halving). C = `cfg.in_channels` (the latent's channels).
+    Any H, W >= 1 (sizes round up when halving). C = `cfg.in_channels`, the latent's channels.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -37,43 +38,26 @@ class LatentUNet(nn.Module):
         self.in_channels = cfg.in_channels
         widths = tuple(cfg.channels)
         dim = cfg.embed_dim
-        self._freq_dim = widths[0]
-        self.time_mlp = nn.Sequential(nn.Linear(widths[0], dim), nn.SiLU(), nn.Linear(dim, dim))
+        self._freq_dim = dim
+        self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.label_emb = nn.Embedding(cfg.num_classes + 1, dim) if cfg.num_classes > 0 else None
-        last = len(widths) - 1
 
-        def res(cin: int, cout: int) -> ResBlock:
-            return ResBlock(cin, cout, dim, cfg.groups, cfg.dropout)
-
-        def attn(level: int) -> nn.Module:
-            return SelfAttention2d(widths[level], cfg.groups) if level == last and cfg.attention_7x7 else nn.Identity()
+        def blocks(count: int, width: int) -> nn.ModuleList:
+            return nn.ModuleList(ResBlock(width, width, dim, cfg.groups, cfg.dropout) for _ in range(count))
 
         self.stem = nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)
-        self.down = nn.ModuleList()  # per level: [blocks..., attention]
-        self.downsamples = nn.ModuleList()
-        ch = widths[0]
-        for level, width in enumerate(widths):
-            self.down.append(nn.ModuleList([res(ch if i == 0 else width, width) for i in range(cfg.blocks_per_level)]
-                                           + [attn(level)]))
-            ch = width
-            if level < last:
-                self.downsamples.append(Downsample(width, widths[level + 1]))
-                ch = widths[level + 1]
-        self.mid1 = res(ch, ch)
-        self.mid_attn = SelfAttention2d(ch, cfg.groups) if cfg.attention_7x7 else nn.Identity()
-        self.mid2 = res(ch, ch)
-        self.up = nn.ModuleList()
-        self.upconvs = nn.ModuleList()
-        for level in reversed(range(len(widths))):
-            width = widths[level]
-            self.up.append(nn.ModuleList([res(ch + width if i == 0 else width, width)
-                                          for i in range(cfg.blocks_per_level)] + [attn(level)]))
-            ch = width
-            if level > 0:
-                self.upconvs.append(nn.Conv2d(width, widths[level - 1], 3, padding=1))
-                ch = widths[level - 1]
-        self.out_norm = group_norm(ch, cfg.groups)
-        self.out_conv = nn.Conv2d(ch, cfg.in_channels, 3, padding=1)
+        self.down_blocks = nn.ModuleList(
+            blocks(cfg.blocks_per_level - 1 if level == 0 else cfg.blocks_per_level, width)
+            for level, width in enumerate(widths)
+        )
+        self.downsamples = nn.ModuleList(
+            nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(len(widths) - 1)
+        )
+        self.mid_attn = SelfAttention2d(widths[-1], cfg.groups) if cfg.attention_7x7 else nn.Identity()
+        self.up_blocks = nn.ModuleList(blocks(cfg.blocks_per_level, width) for width in reversed(widths))
+        self.up_convs = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(len(widths) - 1))
+        self.out_norm = group_norm(widths[0], cfg.groups)
+        self.out_conv = nn.Conv2d(widths[0], cfg.in_channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
@@ -82,11 +66,11 @@ class LatentUNet(nn.Module):
         if t.ndim == 0:
             t = t.expand(batch)
         if t.shape != (batch,):
-            raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")
+            raise ValueError(f"t must have shape ({batch},) to match the batch of z, got {tuple(t.shape)}")
         emb = self.time_mlp(timestep_embedding(t, self._freq_dim))
         if self.label_emb is not None:
             if labels is None:
-                labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=t.device)
+                labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=emb.device)
             emb = emb + self.label_emb(labels)
         elif labels is not None:
             raise ValueError("labels were given to an unconditional LatentUNet (model.num_classes is 0)")
@@ -96,20 +80,18 @@ class LatentUNet(nn.Module):
         emb = self.embed(t, labels, x.shape[0])
         h = self.stem(x)
         skips = []
-        for level, (*blocks, attention) in enumerate(self.down):
-            for block in blocks:
+        for level, level_blocks in enumerate(self.down_blocks):
+            for block in level_blocks:
                 h = block(h, emb)
-            h = attention(h)
-            skips.append(h)
             if level < len(self.downsamples):
+                skips.append(h)
                 h = self.downsamples[level](h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
-        for i, (*blocks, attention) in enumerate(self.up):
-            h = torch.cat([h, skips.pop()], dim=1)
-            for block in blocks:
+        h = self.mid_attn(h)
+        for i, level_blocks in enumerate(self.up_blocks):
+            if i > 0:
+                skip = skips.pop()
+                # 1x1 at the low resolution, then resize to the skip's size (4 -> 7, not 8).
+                h = F.interpolate(self.up_convs[-i](h), size=skip.shape[-2:], mode="nearest") + skip
+            for block in level_blocks:
                 h = block(h, emb)
-            h = attention(h)
-            if i < len(self.upconvs):
-                # Resize to the next skip's size (4 -> 7, not 8), then convolve: no transposed-conv checkerboards.
-                h = self.upconvs[i](F.interpolate(h, size=skips[-1].shape[-2:], mode="nearest"))
         return self.out_conv(F.silu(self.out_norm(h)))

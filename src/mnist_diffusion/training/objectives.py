@@ -24,7 +24,12 @@ def make_objective(cfg: RunConfig, device: torch.device) -> Objective:
         return seed_objective
 
     if cfg.diffusion.kind == "autoencoder":
+        from mnist_diffusion.config import ConfigError
         from mnist_diffusion.models.autoencoder import autoencoder_loss
+
+        if cfg.data.value_range != "signed":
+            raise ConfigError("The autoencoder's decoder ends in tanh and models images in [-1, 1]; "
+                              "set --set data.value_range=signed.")
 
         def autoencoder_objective(net, x, labels, generator):
             return autoencoder_loss(net, x, cfg.diffusion.kl_weight, generator)
