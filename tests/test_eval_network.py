@@ -48,7 +48,7 @@ def test_random_shift_moves_whole_images_within_bounds():
 
 def _train_tiny(seed=0):
     cfg = EvaluatorTrainConfig(epochs=1, batch_size=32, seed=seed)
-    return train_evaluator(cfg, _toy_data(128, 0), _toy_data(64, 1), arch=TINY, log=lambda s: None)
+    return train_evaluator(cfg, _toy_data(64, 0), _toy_data(32, 1), arch=TINY, log=lambda s: None)
 
 
 def test_training_is_reproducible_to_the_byte(tmp_path):

@@ -43,6 +43,8 @@ class ShippedEvaluator:
 SHIPPED: dict[str, ShippedEvaluator] = {
     "mnist": ShippedEvaluator("mnist", "evaluator-mnist.safetensors",
                               "7347027b45f484490db5957c04df528b44b652753cb6ab99e7967ec0cb88a407"),
+    "fashion-mnist": ShippedEvaluator("fashion-mnist", "evaluator-fashion-mnist.safetensors",
+                                      "6f9d50b72614f8f90fef10c33c0b48d40e6b0542be0d4537cc47c79bdc0226ad"),
 }
 
 
