@@ -2,7 +2,7 @@
 
 One run measures, in order:
   1. the machine: fp32 `torch.mm` GFLOP/s on large square matrices with all intra-op threads (the "peak"),
-     and bf16 against fp32 at a smaller size (bf16 is emulated, and very slow, on AVX2-only CPUs);
+     and bf16 against fp32 at a smaller size (very slow on CPUs without native bf16 instructions);
   2. per recipe, training images/s through the package itself (`make_trainer` + `Trainer.batch` +
      `Trainer.train_step`: data indexing, loss, backward, clipping, AdamW, EMA), median over repeats after a
      warm-up, and the FLOPs of one forward + backward per image, hence achieved GFLOP/s and share of peak;
@@ -17,6 +17,11 @@ uses the packaged `ldm-ae` autoencoder when the package ships one, else a freshl
     python benchmarks/train_throughput.py --quick               # smoke run, a minute or two
     python benchmarks/train_throughput.py --recipes ddpm-cond --set train.channels_last=true --no-write
     python benchmarks/train_throughput.py --recipes ddpm-cond --profile 5 --no-write
+    python benchmarks/train_throughput.py --recipes ddpm-cond --compare threads=1 --compare channels_last
+
+`--compare` builds one trainer per variant and times them in turn, round after round, so load from other
+processes hits all of them alike (see docs/performance.md for the results). On a shared machine run with
+OMP_WAIT_POLICY=PASSIVE in the environment, or OpenMP's spinning threads dominate every number.
 
 A recipe that cannot be built (say a missing autoencoder) is skipped with a line saying why.
 """
@@ -468,7 +473,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_interop_threads(args.interop_threads)  # must come before any parallel work
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    env = " ".join(f"{k}={os.environ[k]} " for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
+                   if k in os.environ)
+    command = f"{env}python benchmarks/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     info = machine_info()
     print(f"Machine: {info}", flush=True)
 
