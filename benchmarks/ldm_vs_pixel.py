@@ -7,7 +7,8 @@ sides and the median is reported. The pixel side is the packaged `ddpm-cond` mod
 yet, a freshly initialised network of the `ddpm-cond` recipe stands in (the same cost per step) and the
 results say so.
 
-    python benchmarks/ldm_vs_pixel.py [--threads 1] [--steps 20] [--n 256] [--repeats 3] [--quality-n 10000]
+    python benchmarks/ldm_vs_pixel.py [--threads 1] [--steps 20] [--guidance G] [--n 256] [--repeats 3]
+                                      [--quality-n 10000]
 
 Writes benchmarks/results/ldm_vs_pixel.md.
 """
@@ -82,6 +83,14 @@ def quality(ldm: LoadedModel, args) -> dict:
     out["sample_seconds"] = time.perf_counter() - t0
     out["samples"] = evaluate_images(images, labels, metrics=["fid", "classes", "label_accuracy"], seed=0,
                                      source="ldm samples")
+    # The samples cycle through the digits (equal counts) while the test set does not; real training images
+    # drawn with the same equal counts show how much of the FID that label balance alone accounts for.
+    train_images, train_labels = load_split("mnist", "train")
+    rng = np.random.default_rng(0)
+    per_digit = max(1, args.quality_n // 10)
+    idx = np.concatenate([rng.choice(np.flatnonzero(train_labels == d), per_digit, replace=False) for d in range(10)])
+    out["balanced"] = evaluate_images(train_images[idx], train_labels[idx], metrics=["fid"], seed=0,
+                                      source="real training images, equal counts per digit")
     test_images, test_labels = load_split("mnist", "test")
     rec = reconstruct(latent_autoencoder(ldm), test_images)
     out["psnr"] = reconstruction_psnr(test_images, rec)
@@ -130,6 +139,9 @@ def write_results(args, pixel: LoadedModel, pixel_note: str, ldm: LoadedModel, s
             f"| `ldm` samples, guidance {args.guidance:g}, {args.steps} steps | {s['n']} | {_fid(s, 'samples'):.3f} | "
             f"{_fid(s, 'train'):.3f} | {_fid(s, 'samples') / _fid(s, 'train'):.1f}x | "
             f"{s['samples']['label_accuracy']:.4f} |",
+            f"| real training images, {q['balanced']['n'] // 10} per digit (the samples' label balance) | "
+            f"{q['balanced']['n']} | {_fid(q['balanced'], 'samples'):.3f} | {_fid(q['balanced'], 'train'):.3f} | "
+            f"{_fid(q['balanced'], 'samples') / _fid(q['balanced'], 'train'):.1f}x | |",
             f"| `ldm-ae` reconstructions of the test set (PSNR {q['psnr']:.2f} dB) | {r['n']} | "
             f"{_fid(r, 'samples'):.3f} | {_fid(r, 'train'):.3f} | {_fid(r, 'samples') / _fid(r, 'train'):.1f}x | "
             f"{r['samples']['label_accuracy']:.4f} |",
@@ -153,7 +165,7 @@ def main() -> None:
     p.add_argument("--ldm", default="ldm", help="latent model: packaged name or path (default: the shipped one)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--guidance", type=float, help="guidance scale for both sides (default: the latent model's)")
     p.add_argument("--sampler", default="dpmpp_2m")
     p.add_argument("--n", type=int, default=256, help="images per timed batch")
     p.add_argument("--repeats", type=int, default=3)
@@ -161,6 +173,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     ldm = load_model(args.ldm)
+    if args.guidance is None:
+        args.guidance = ldm.cfg.sample.guidance
     pixel, note = pixel_model()
     sp = speed(pixel, ldm, args)
     print(f"pixel {sp['median']['pixel']:.1f} img/s, latent {sp['median']['latent']:.1f} img/s: "

@@ -6,6 +6,8 @@ test set beside the evaluator's real-data baselines at the same N (training imag
     python benchmarks/shipped_model.py                                   # packaged model, 10,000 samples
     python benchmarks/shipped_model.py --model runs/x --n 1000 --guidance 1.5 2 3   # a guidance sweep
     python benchmarks/shipped_model.py --n 500 --settings ddpm:1000 dpmpp_2m:20     # sampler comparison
+    python benchmarks/shipped_model.py --n 200 --threads 1 --settings ddpm:1000 ddim:10 ddim:20 ddim:50 ddim:100 \
+        dpmpp_2m:5 dpmpp_2m:10 dpmpp_2m:20 heun:5 heun:9 heun:18 --out benchmarks/results/sampler_sweep.md
 
 Writes benchmarks/results/shipped_model.md (or --out) and a JSON file beside it.
 """
@@ -23,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
 
+from mnist_diffusion.diffusion.samplers import function_evaluations  # noqa: E402
 from mnist_diffusion.evaluation.report import evaluate_images  # noqa: E402
 from mnist_diffusion.generate import generate, load_model  # noqa: E402
 
@@ -33,9 +36,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--settings", nargs="+", default=["dpmpp_2m:20"], help="SAMPLER:STEPS pairs")
     ap.add_argument("--guidance", type=float, nargs="+", default=[None], help="guidance scales (default: model's)")
-    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the package's (64 on CPU)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "shipped_model.md")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model = load_model(args.model)
     rows, raw = [], []
@@ -68,20 +74,20 @@ def main() -> None:
         f"Samples: {args.n}, labels cycling 0-9 ({args.n // 10} per digit), seed 0; scored against the 10,000 MNIST "
         "test images in the project's evaluator's features.",
         "",
-        f"| sampler | steps | guidance | FID@{args.n} | FID / train-vs-test | KID×1e3 | precision | recall | label accuracy | images/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| sampler | steps | network evaluations per image | guidance | FID@{args.n} | FID / train-vs-test | KID×1e3 | precision | recall | label accuracy | images/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for sampler, steps, w, seconds, s in rows:
         lines.append(
-            f"| {sampler} | {steps} | {w:g} | {s['fid']:.3f} | {s['fid'] / base_train['fid']:.2f}x | "
+            f"| {sampler} | {steps} | {function_evaluations(sampler, steps) * (2 if w != 1 else 1)} | {w:g} | {s['fid']:.3f} | {s['fid'] / base_train['fid']:.2f}x | "
             f"{s['kid_mean'] * 1e3:.3f} ± {s['kid_std'] * 1e3:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | "
             f"{s.get('label_accuracy', float('nan')):.4f} | {args.n / seconds:.1f} |"
         )
     lines += [
-        f"| *real training images (baseline)* | | | {base_train['fid']:.3f} | 1.00x | "
+        f"| *real training images (baseline)* | | | | {base_train['fid']:.3f} | 1.00x | "
         f"{base_train['kid_mean'] * 1e3:.3f} | {base_train['precision']:.3f} | {base_train['recall']:.3f} | "
         f"{base_train.get('label_accuracy', float('nan')):.4f} | |",
-        f"| *uniform noise (baseline)* | | | {base_noise['fid']:.1f} | {base_noise['fid'] / base_train['fid']:.0f}x | "
+        f"| *uniform noise (baseline)* | | | | {base_noise['fid']:.1f} | {base_noise['fid'] / base_train['fid']:.0f}x | "
         f"{base_noise['kid_mean'] * 1e3:.1f} | {base_noise['precision']:.3f} | {base_noise['recall']:.3f} | "
         f"{base_noise.get('label_accuracy', float('nan')):.4f} | |",
         "",

@@ -4,8 +4,8 @@ Both models train on the same batch (forward, backward, AdamW step) with the sam
 Timed steps alternate between the two models repeat by repeat, so load from other processes hits both
 alike; each model's images/s is the median over repeats, and the ratio is the ratio of the medians.
 
-    python benchmarks/unet_throughput.py                       # 2 threads, batch 128, writes the results file
-    python benchmarks/unet_throughput.py --threads 1 --repeats 3 --output /tmp/unet.md
+    python benchmarks/unet_throughput.py                       # 2 threads, then 1; batch 128; writes the results file
+    python benchmarks/unet_throughput.py --threads 2 --repeats 3 --output /tmp/unet.md
 
 Needs diffusers (a benchmark-only dependency): pip install -r benchmarks/requirements.txt
 """
@@ -24,6 +24,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import cpu_model  # noqa: E402
+from _peer import course_unet  # noqa: E402
 
 from mnist_diffusion.config import ModelConfig
 from mnist_diffusion.models.unet import UNet
@@ -67,32 +71,6 @@ def project_unet() -> nn.Module:
     return UNet(ModelConfig(num_classes=10))
 
 
-def course_unet() -> nn.Module:
-    """UNet2DModel as configured in the Hugging Face diffusion course, unit 1 (about 1.7M parameters)."""
-    from diffusers import UNet2DModel
-
-    return UNet2DModel(
-        sample_size=28,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=2,
-        block_out_channels=(32, 64, 64),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    )
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo, falling back to platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def load_average() -> str:
     try:
         return " / ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -123,33 +101,38 @@ def run(contenders: list[Contender], batch: int, warmup: int, steps: int, repeat
               + ", ".join(f"{c.name} {c.wall_rates[-1]:.1f} img/s" for c in contenders), flush=True)
 
 
-def markdown(contenders: list[Contender], args: argparse.Namespace, info: dict[str, str]) -> str:
-    ours, peer = contenders
-    ratio = statistics.median(ours.wall_rates) / statistics.median(peer.wall_rates)
-    cpu_ratio = statistics.median(ours.cpu_rates) / statistics.median(peer.cpu_rates)
+def markdown(results: dict[int, list[Contender]], args: argparse.Namespace, info: dict[str, str]) -> str:
+    """The results file: one table per thread count, the speed-up, machine details and the command."""
     lines = [
         "# U-Net training throughput",
         "",
-        f"Training step = forward + backward + AdamW step, batch {args.batch}, 1x28x28 inputs, "
-        f"{args.threads} torch threads, {args.warmup} warm-up steps, then {args.repeats} alternating repeats "
-        f"of {args.steps} timed steps per model; medians over repeats (min-max in brackets).",
-        "",
-        "| model | parameters | images/s (wall) | ms/step | images per CPU-second |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"Training step = forward + backward + AdamW step, batch {args.batch}, 1x28x28 inputs, {args.warmup} "
+        f"warm-up steps, then {args.repeats} alternating repeats of {args.steps} timed steps per model; medians "
+        "over repeats (min-max in brackets).",
     ]
-    for c in contenders:
-        med = statistics.median(c.wall_rates)
-        lines.append(
-            f"| {c.name} | {c.params:,} | {med:.1f} ({min(c.wall_rates):.1f}-{max(c.wall_rates):.1f}) "
-            f"| {1000 * args.batch / med:.0f} | {statistics.median(c.cpu_rates):.1f} |"
-        )
-    lines += [
-        "",
-        f"**Speed-up of the project's U-Net: {ratio:.1f}x** in images/s "
-        f"({cpu_ratio:.1f}x in images per CPU-second).",
-        "",
-        "Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()) + ".",
-    ]
+    for threads, contenders in results.items():
+        ours, peer = contenders
+        ratio = statistics.median(ours.wall_rates) / statistics.median(peer.wall_rates)
+        cpu_ratio = statistics.median(ours.cpu_rates) / statistics.median(peer.cpu_rates)
+        lines += [
+            "",
+            f"## {threads} torch thread{'s' if threads > 1 else ''}",
+            "",
+            "| model | parameters | images/s (wall) | ms/step | images per CPU-second |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for c in contenders:
+            med = statistics.median(c.wall_rates)
+            lines.append(
+                f"| {c.name} | {c.params:,} | {med:.1f} ({min(c.wall_rates):.1f}-{max(c.wall_rates):.1f}) "
+                f"| {1000 * args.batch / med:.0f} | {statistics.median(c.cpu_rates):.1f} |"
+            )
+        lines += [
+            "",
+            f"**Speed-up of the project's U-Net with {threads} thread{'s' if threads > 1 else ''}: {ratio:.1f}x** "
+            f"in images/s ({cpu_ratio:.1f}x in images per CPU-second).",
+        ]
+    lines += ["", "## Machine", "", "; ".join(f"{k}: {v}" for k, v in info.items()) + "."]
     if args.note:
         lines += ["", args.note]
     lines += ["", "Command:", "", "```", info_command(), "```", ""]
@@ -162,7 +145,8 @@ def info_command() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for both models")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
+                        help="torch CPU thread counts; the comparison runs once for each (default: 2 1)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model per repeat")
@@ -179,13 +163,14 @@ def main(argv: list[str] | None = None) -> int:
               "benchmark's requirements with: pip install -r benchmarks/requirements.txt", file=sys.stderr)
         return 2
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    contenders = [
-        Contender("mnist-diffusion UNet (default config, 10 classes)", project_unet(), conditional=True),
-        Contender("diffusers UNet2DModel (HF course unit 1)", course_unet(), conditional=False),
-    ]
-    peer_params = contenders[1].params
+    def build() -> list[Contender]:
+        torch.manual_seed(args.seed)
+        return [
+            Contender("mnist-diffusion UNet (default config, 10 classes)", project_unet(), conditional=True),
+            Contender("diffusers UNet2DModel (HF course unit 1)", course_unet(), conditional=False),
+        ]
+
+    peer_params = build()[1].params
     if abs(peer_params - PEER_EXPECTED_PARAMS) > 0.05 * PEER_EXPECTED_PARAMS:
         print(f"warning: UNet2DModel has {peer_params:,} parameters, expected about {PEER_EXPECTED_PARAMS:,}; "
               "this diffusers version builds the course's model differently", file=sys.stderr)
@@ -195,24 +180,27 @@ def main(argv: list[str] | None = None) -> int:
         "cores": str(os.cpu_count()),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
-        "threads": str(torch.get_num_threads()),
+        "threads": ", ".join(str(n) for n in args.threads),
         "Python": platform.python_version(),
         "load average (1/5/15 min) at start": load_average(),
     }
     for k, v in info.items():
         print(f"{k}: {v}")
-    for c in contenders:
-        print(f"{c.name}: {c.params:,} parameters")
 
-    run(contenders, args.batch, args.warmup, args.steps, args.repeats, args.seed)
+    results: dict[int, list[Contender]] = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        contenders = build()  # fresh models and optimizers for every thread count
+        print(f"-- {threads} thread(s): " + ", ".join(f"{c.name} {c.params:,} parameters" for c in contenders))
+        run(contenders, args.batch, args.warmup, args.steps, args.repeats, args.seed)
+        ours, peer = contenders
+        for c in contenders:
+            print(f"{c.name}: median {statistics.median(c.wall_rates):.1f} img/s, "
+                  f"{statistics.median(c.cpu_rates):.1f} img per CPU-second, {c.params:,} parameters")
+        ratio = statistics.median(ours.wall_rates) / statistics.median(peer.wall_rates)
+        print(f"ratio (project / diffusers) with {threads} thread(s): {ratio:.2f}x", flush=True)
+        results[threads] = contenders
     info["load average at end"] = load_average()
-
-    ours, peer = contenders
-    ratio = statistics.median(ours.wall_rates) / statistics.median(peer.wall_rates)
-    for c in contenders:
-        print(f"{c.name}: median {statistics.median(c.wall_rates):.1f} img/s, "
-              f"{statistics.median(c.cpu_rates):.1f} img per CPU-second, {c.params:,} parameters")
-    print(f"ratio (project / diffusers): {ratio:.2f}x")
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     kept = ""
@@ -220,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         old = args.output.read_text()
         if KEPT_HEADING in old:
             kept = "\n" + old[old.index(KEPT_HEADING):]
-    args.output.write_text(markdown(contenders, args, info) + kept)
+    args.output.write_text(markdown(results, args, info) + kept)
     print(f"wrote {args.output}")
     return 0
 

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+from mnist_diffusion import data
 from mnist_diffusion.data import download, load_split
 from mnist_diffusion.data.idx import IMAGES_MAGIC, LABELS_MAGIC
 from mnist_diffusion.errors import DataError
@@ -123,6 +124,7 @@ def test_load_split_downloads_then_uses_the_cache(server, monkeypatch):
         routes[f"/fashion-mnist/{name}"] = (body, None)
     monkeypatch.setitem(download.SHA256, "fashion-mnist", {n: sha(b) for n, b in files.items()})
     monkeypatch.setenv("MNIST_DIFFUSION_MIRRORS", f"{base}/{{dataset}}/")
+    monkeypatch.setattr(data, "SYSTEM_DATA_DIRS", {})  # a system copy would be read before any download
     x, y = load_split("fashion-mnist", "test")
     np.testing.assert_array_equal(x, images)
     np.testing.assert_array_equal(y, labels)

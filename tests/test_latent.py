@@ -147,3 +147,26 @@ def test_autoencoder_run_samples_are_reconstructions(runs, tmp_path):
     assert main(["figures", str(ae_dir), "--out", str(tmp_path)]) == 0
     names = {p.name for p in tmp_path.iterdir()}
     assert {"autoencoder_reconstructions.png", "latent_channels.png", "latent_interpolation.png"} <= names
+
+
+def test_package_pipeline_names_the_packaged_autoencoder(runs, tmp_path):
+    from mnist_diffusion.latent import package_pipeline
+
+    ae_dir, ldm_dir = runs
+    ldm_path, ae_path = package_pipeline(ldm_dir, tmp_path, {"note": "test"})
+    packed = ckpt.load_checkpoint(ldm_path)
+    original = load_model(ldm_dir).cfg
+    assert packed.config.latent.autoencoder == "ldm-ae" and packed.info["note"] == "test"
+    assert packed.config.latent.autoencoder_sha256 == original.latent.autoencoder_sha256
+    assert read_autoencoder(ae_path).sha256 == read_autoencoder(ckpt.resolve_model_path(ae_dir)).sha256
+    assert packed.config.latent.scale == original.latent.scale
+
+
+def test_package_pipeline_can_set_the_shipped_guidance(runs, tmp_path):
+    from mnist_diffusion.latent import package_pipeline
+
+    _, ldm_dir = runs
+    ldm_path, _ = package_pipeline(ldm_dir, tmp_path, guidance=2.5)
+    packed = ckpt.load_checkpoint(ldm_path).config
+    assert packed.sample.guidance == 2.5
+    assert packed.model == load_model(ldm_dir).cfg.model

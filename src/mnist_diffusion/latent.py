@@ -250,12 +250,15 @@ def reconstruct(ae: FrozenAutoencoder, images: np.ndarray, batch_size: int = 500
     return np.concatenate(out)
 
 
-def package_pipeline(ldm: str | Path, out_dir: str | Path, info: dict | None = None) -> tuple[Path, Path]:
+def package_pipeline(ldm: str | Path, out_dir: str | Path, info: dict | None = None,
+                     guidance: float | None = None) -> tuple[Path, Path]:
     """Write a trained latent model and its autoencoder as a self-contained pair for shipping.
 
     out_dir/ldm-ae.safetensors holds the autoencoder (same weights, so the same hash) and
     out_dir/ldm.safetensors the latent model's sampling weights, its config now naming the autoencoder by its
     packaged name 'ldm-ae'. `info` (JSON-able) goes into both files' metadata (training commands, times).
+    `guidance` replaces the run's default guidance scale (sample.guidance), which is best chosen by
+    evaluating the trained model; None keeps the run's.
     """
     source = ckpt.resolve_model_path(ldm)
     loaded = ckpt.load_checkpoint(source)
@@ -269,6 +272,8 @@ def package_pipeline(ldm: str | Path, out_dir: str | Path, info: dict | None = N
     ae_path, ldm_path = out_dir / PACKAGED["ldm-ae"], out_dir / "ldm.safetensors"
     ckpt.save_model(ae_path, ae.config, ae.net.state_dict(), info)
     cfg = replace(loaded.config, latent=replace(loaded.config.latent, autoencoder="ldm-ae"))
+    if guidance is not None:
+        cfg = replace(cfg, sample=replace(cfg.sample, guidance=float(guidance)))
     ckpt.save_model(ldm_path, cfg, weights, info)
     assert read_autoencoder(ae_path).sha256 == cfg.latent.autoencoder_sha256  # same weights, same name
     return ldm_path, ae_path

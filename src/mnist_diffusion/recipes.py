@@ -68,14 +68,18 @@ LDM_AE = RunConfig(
 # Latent diffusion: the class-conditional DDPM of `ddpm-cond` run on the frozen `ldm-ae` autoencoder's latents.
 # latent.scale 0 means "measure it": at the start of training the run records 1 / std of its training latents
 # and the autoencoder's sha256 in its config, and every later use checks them.
+# The latent U-Net is deliberately small (widths (64, 96), one block per level: 21.6 MFLOP per forward pass, 1/9
+# of the pixel U-Net's) so that sampling is several times faster than in pixels; being cheap, it trains for
+# 12 epochs and the whole pipeline (autoencoder + latent model) fits in 30 minutes of one CPU core. Guidance 2 by
+# default: about the lowest that keeps label accuracy above 98%, and FID rises with guidance (assets/ldm.md).
 LDM = RunConfig(
     recipe="ldm",
     data=DataConfig(value_range="signed"),
-    model=ModelConfig(kind="latent_unet", in_channels=4, channels=(64, 128), blocks_per_level=2, num_classes=10,
+    model=ModelConfig(kind="latent_unet", in_channels=4, channels=(64, 96), blocks_per_level=1, num_classes=10,
                       attention_7x7=True),
     diffusion=DDPM_COND.diffusion,
     train=TrainConfig(
-        epochs=3, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_steps=200,
+        epochs=12, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_steps=200,
         grad_clip=1.0, ema_decay=0.999, label_dropout=0.1,
     ),
     sample=SampleConfig(sampler="dpmpp_2m", steps=20, guidance=2.0, spacing="trailing"),

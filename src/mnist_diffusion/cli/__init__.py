@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# Idle OpenMP threads sleep instead of spinning. On a small machine shared with other work, spinning threads
+# steal the cores that the busy ones need (benchmarks/results/sampling_speed.md). Set before torch loads,
+# because OpenMP reads it once; a value the user exported wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from mnist_diffusion import __version__
 from mnist_diffusion.errors import UserError

