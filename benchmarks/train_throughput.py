@@ -148,7 +148,7 @@ def measure_training(trainer: Trainer, res: Result, args: argparse.Namespace) ->
 
 
 def measure_sampling(trainer: Trainer, res: Result, args: argparse.Namespace) -> None:
-    from mnist_diffusion.generate import LoadedModel, generate
+    from mnist_diffusion.generate import LoadedModel, generate, sampling_layout
 
     cfg = trainer.cfg
     if cfg.model.kind == "autoencoder":
@@ -157,6 +157,7 @@ def measure_sampling(trainer: Trainer, res: Result, args: argparse.Namespace) ->
     res.sampler = f"{cfg.sample.sampler} x{cfg.sample.steps}" + (
         f", guidance {cfg.sample.guidance:g}" if cfg.model.num_classes and cfg.sample.guidance != 1.0 else "")
     trainer.net.eval()
+    sampling_layout(trainer.net, trainer.device)  # as load_model() does
     model = LoadedModel(cfg, trainer.net, trainer.device)
     grad_mode = torch.inference_mode() if args.inference_mode else contextlib.nullcontext()
     n, bs = args.sample_n, args.sample_batch
@@ -442,7 +443,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: the recipe's)")
     ap.add_argument("--sample-n", type=int, default=None, help="images per timed generate() (default 256; quick 32)")
     ap.add_argument("--sample-repeats", type=int, default=1, help="timed generate() calls, median reported")
-    ap.add_argument("--sample-batch", type=int, default=256, help="generate() batch size (its CPU default is 256)")
+    ap.add_argument("--sample-batch", type=int, default=64, help="generate() batch size (its CPU default is 64)")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's, = cores)")
     ap.add_argument("--interop-threads", type=int, default=None, help="inter-op threads (default: torch's)")
     ap.add_argument("--matmul-n", type=int, default=None, help="fp32 peak matrix size (default 2048; quick 1024)")

@@ -81,14 +81,22 @@ def load_model(path_or_name: str | Path | None = None, device: str | torch.devic
         first = str(e).strip().splitlines()[0]
         raise ckpt.CheckpointError(f"{path} does not match the network its config describes ({first}).") from None
     net.eval()
-    if torch.device(device).type in ("cpu", "cuda"):
-        # NHWC lets oneDNN (CPU) and cuDNN (GPU) pick faster convolution kernels for inference: measured 1.2-1.5x
-        # for guided sampling on the 2-core CPU (benchmarks/results/sampling_speed.md).
-        net.to(memory_format=torch.channels_last)
+    sampling_layout(net, device)
     model = LoadedModel(loaded.config, net, torch.device(device), path)
     if model.cfg.latent is not None:
         latent_autoencoder(model)  # refuse a missing or different autoencoder now, not after sampling
     return model
+
+
+def sampling_layout(net: nn.Module, device: str | torch.device) -> nn.Module:
+    """Put a network's weights in the memory layout that samples fastest on `device`, in place.
+
+    NHWC (channels_last) lets oneDNN on the CPU and cuDNN on CUDA pick faster convolution kernels for inference
+    (measured on the 2-core CPU in benchmarks/results/sampling_speed.md); other devices keep NCHW.
+    """
+    if torch.device(device).type in ("cpu", "cuda"):
+        net.to(memory_format=torch.channels_last)
+    return net
 
 
 def parse_labels(spec: str | None, num_classes: int) -> list[int] | None:
