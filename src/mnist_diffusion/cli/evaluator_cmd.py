@@ -44,7 +44,7 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from mnist_diffusion.evaluation.registry import save_evaluator
-    from mnist_diffusion.evaluation.report import load_real
+    from mnist_diffusion.data import load_split
     from mnist_diffusion.evaluation.train import EvaluatorTrainConfig, train_evaluator
 
     for name in ("epochs", "threads", "limit"):
@@ -53,8 +53,8 @@ def _train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = args.out or pathlib.Path(f"evaluator-{args.dataset}.safetensors")
     cfg = EvaluatorTrainConfig(dataset=args.dataset, epochs=args.epochs, seed=args.seed, limit=args.limit)
-    train = load_real(args.dataset, "train", data_dir=args.data_dir)
-    test = load_real(args.dataset, "test", data_dir=args.data_dir)
+    train = load_split(args.dataset, "train", data_dir=args.data_dir)
+    test = load_split(args.dataset, "test", data_dir=args.data_dir)
     result = train_evaluator(cfg, train, test)
     # The command that reproduces these weights (the output path and data location do not change them).
     command = f"mnist-diffusion evaluator train --dataset {args.dataset} --epochs {args.epochs} --seed {args.seed}"

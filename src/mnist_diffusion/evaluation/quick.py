@@ -10,17 +10,18 @@ import functools
 
 import numpy as np
 
+from mnist_diffusion.data import load_split
 from mnist_diffusion.evaluation import metrics as M
 from mnist_diffusion.evaluation.features import extract
 from mnist_diffusion.evaluation.reference import ReferenceStats, reference_stats
 from mnist_diffusion.evaluation.registry import Evaluator, load_evaluator
-from mnist_diffusion.evaluation.report import check_samples, load_real
+from mnist_diffusion.evaluation.report import check_samples
 
 
 @functools.lru_cache(maxsize=4)
 def _setup(dataset: str, data_dir: str | None) -> tuple[Evaluator, ReferenceStats]:
     evaluator = load_evaluator(dataset)
-    images, _ = load_real(dataset, "test", data_dir)
+    images, _ = load_split(dataset, "test", data_dir)
     return evaluator, reference_stats(evaluator, dataset, images, "test")
 
 

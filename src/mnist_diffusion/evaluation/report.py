@@ -17,6 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
+from mnist_diffusion.data import load_split
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation import metrics as M
 from mnist_diffusion.evaluation.features import extract
@@ -25,13 +26,6 @@ from mnist_diffusion.evaluation.registry import Evaluator, load_evaluator
 
 ALL_METRICS = ("fid", "kid", "precision_recall", "classes", "label_accuracy", "memorisation")
 PR_K = 3
-
-
-def load_real(dataset: str, split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Real images and labels of a split, through `mnist_diffusion.data.load_split`."""
-    from mnist_diffusion.data import load_split
-
-    return load_split(dataset, split, data_dir=data_dir)
 
 
 def check_samples(images, labels, source: str = "images") -> tuple[np.ndarray, np.ndarray | None]:
@@ -130,10 +124,10 @@ def evaluate_images(images: np.ndarray, labels: np.ndarray | None = None, datase
     if evaluator.dataset != dataset:
         raise UserError(f"evaluator {evaluator.path} was trained on {evaluator.dataset!r}, not {dataset!r}; "
                         f"pass --dataset {evaluator.dataset} or an evaluator trained on {dataset}.")
-    ref_images, _ = load_real(dataset, ref_split, data_dir)
+    ref_images, _ = load_split(dataset, ref_split, data_dir)
     ref = reference_stats(evaluator, dataset, ref_images, ref_split)
     need_train = with_baselines or "memorisation" in wanted
-    train_images, train_labels = load_real(dataset, "train", data_dir) if need_train else (None, None)
+    train_images, train_labels = load_split(dataset, "train", data_dir) if need_train else (None, None)
     train_pixels = pixels(train_images) if "memorisation" in wanted else None
     common = dict(evaluator=evaluator, ref=ref, train_images=train_images, wanted=wanted, train_pixels=train_pixels,
                   kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
