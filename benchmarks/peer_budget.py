@@ -3,7 +3,7 @@
 What is compared
 - ours: the `ddpm-cond` recipe exactly as `mnist-diffusion train --recipe ddpm-cond --set train.threads=1` runs it
   (the package's `make_trainer` and `Trainer.train_step`: class-conditional U-Net, min-SNR-5 eps loss, AdamW
-  1e-3 with 200 warm-up steps, gradient clipping, label dropout, EMA 0.999; the same per-epoch batch order as
+  2e-3 with 20 warm-up steps, gradient clipping, label dropout, EMA 0.999; the same per-epoch batch order as
   `Trainer.fit`; the learning rate is constant after warm-up, so the configured epoch count changes nothing).
   Snapshots hold the EMA weights, the ones that sample. Sampled with the recipe's defaults through
   `generate(model, n, labels="0-9")`: DPM-Solver++(2M), 20 steps, guidance 2, labels 0-9 cycling.

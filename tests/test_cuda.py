@@ -131,3 +131,14 @@ def test_torchrun_on_the_cpu_of_a_gpu_machine(tmp_path):
 def test_torchrun_on_two_gpus_with_nccl(tmp_path):
     run = _torchrun(tmp_path, "cuda")
     assert load_model(run, "cpu").net is not None
+
+
+def test_schedule_lookups_of_gpu_timesteps_stay_on_the_gpu():
+    from mnist_diffusion.diffusion.schedule import make_schedule
+
+    schedule = make_schedule("linear", 1000)
+    t = torch.tensor([0, 1, 500, 999])
+    on_gpu = schedule.alpha_bar(t.cuda())
+    assert on_gpu.is_cuda and on_gpu.dtype == torch.float64
+    torch.testing.assert_close(on_gpu.cpu(), schedule.alpha_bar(t), rtol=0, atol=0)
+    assert schedule.snr(t.cuda()).is_cuda

@@ -56,11 +56,13 @@ class NoiseSchedule:
     betas: torch.Tensor
     alphas_cumprod: torch.Tensor
     log_alphas_cumprod: torch.Tensor = field(init=False)
+    _on_device: dict = field(init=False)  # device -> alphas_cumprod copy, for `alpha_bar` of on-device t
 
     def __post_init__(self) -> None:
         assert self.betas.dtype == torch.float64 and self.betas.ndim == 1, "tables must be 1-D float64"
         assert self.alphas_cumprod.shape == self.betas.shape
         object.__setattr__(self, "log_alphas_cumprod", torch.log(self.alphas_cumprod))
+        object.__setattr__(self, "_on_device", {})
 
     def __repr__(self) -> str:
         return f"NoiseSchedule(name={self.name!r}, timesteps={self.timesteps})"
@@ -93,7 +95,17 @@ class NoiseSchedule:
         return torch.lerp(self.log_alphas_cumprod[lo], self.log_alphas_cumprod[hi], w)
 
     def alpha_bar(self, t) -> torch.Tensor:
-        """alpha_bar_t in (0, 1), float64, same shape as t; exact table values at integer t."""
+        """alpha_bar_t in (0, 1), float64, same shape as t; exact table values at integer t.
+
+        Integer t on a CUDA device (the training loss draws it there) indexes a copy of the table on that
+        device, with no range check: moving t to the CPU to check it would stall the GPU once per step.
+        The result is then on t's device; every other t gives a CPU tensor.
+        """
+        if torch.is_tensor(t) and t.device.type == "cuda" and not (t.is_floating_point() or t.is_complex()):
+            table = self._on_device.get(t.device)
+            if table is None:
+                table = self._on_device[t.device] = self.alphas_cumprod.to(t.device)
+            return table[t]
         t, integral = self._index(t)
         if integral:
             return self.alphas_cumprod[t]

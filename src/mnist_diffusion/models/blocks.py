@@ -27,6 +27,39 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return emb
 
 
+class Conditioning:
+    """The conditioning both U-Nets share, mixed into an nn.Module: MLP(sinusoid(t)) + class embedding.
+
+    `init_conditioning` registers `time_mlp` and `label_emb` (state-dict keys `time_mlp.*`, `label_emb.*`);
+    a conditional net has num_classes + 1 label embeddings, index `num_classes` meaning "no label" (for
+    classifier-free guidance, Ho & Salimans 2022).
+    """
+
+    def init_conditioning(self, dim: int, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self._freq_dim = dim  # sinusoid features, then an MLP of the same width
+        self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.label_emb = nn.Embedding(num_classes + 1, dim) if num_classes > 0 else None
+
+    def embed(self, t: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """The shared conditioning vector (B, embed_dim), after SiLU; each block applies only a linear to it.
+
+        t: (B,) or a scalar (broadcast to the batch); labels: (B,) long in [0, num_classes] or None.
+        """
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(f"t must have shape ({batch},) to match the batch of x, got {tuple(t.shape)}")
+        emb = self.time_mlp(timestep_embedding(t, self._freq_dim))
+        if self.label_emb is not None:
+            if labels is None:
+                labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=emb.device)
+            emb = emb + self.label_emb(labels)
+        elif labels is not None:
+            raise ValueError(f"labels were given to an unconditional {type(self).__name__} (model.num_classes is 0)")
+        return F.silu(emb)
+
+
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     """GroupNorm with at most `groups` groups, reduced to the largest divisor of `channels` so any width works."""
     g = math.gcd(max(1, groups), channels)

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_diffusion.config import ModelConfig
-from mnist_diffusion.models.blocks import ResBlock, SelfAttention2d, group_norm, timestep_embedding
+from mnist_diffusion.models.blocks import Conditioning, ResBlock, SelfAttention2d, group_norm
 
 
-class LatentUNet(nn.Module):
+class LatentUNet(Conditioning, nn.Module):
     """forward(z: (B,C,H,W), t: (B,) float timesteps in [0, T-1], labels: (B,) long | None) -> (B,C,H,W).
 
     Any H, W >= 1 (sizes round up when halving). C = `cfg.in_channels`, the latent's channels.
@@ -40,13 +40,10 @@ class LatentUNet(nn.Module):
         super().__init__()
         if not cfg.channels:
             raise ValueError("ModelConfig.channels must list at least one width")
-        self.num_classes = cfg.num_classes
         self.in_channels = cfg.in_channels
         widths = tuple(cfg.channels)
         dim = cfg.embed_dim
-        self._freq_dim = dim
-        self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.label_emb = nn.Embedding(cfg.num_classes + 1, dim) if cfg.num_classes > 0 else None
+        self.init_conditioning(dim, cfg.num_classes)
 
         def blocks(count: int, width: int) -> nn.ModuleList:
             return nn.ModuleList(ResBlock(width, width, dim, cfg.groups, cfg.dropout) for _ in range(count))
@@ -66,21 +63,6 @@ class LatentUNet(nn.Module):
         self.out_conv = nn.Conv2d(widths[0], cfg.in_channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
-
-    def embed(self, t: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """The shared conditioning vector (B, embed_dim), after SiLU: MLP(sinusoid(t)) + class embedding."""
-        if t.ndim == 0:
-            t = t.expand(batch)
-        if t.shape != (batch,):
-            raise ValueError(f"t must have shape ({batch},) to match the batch of z, got {tuple(t.shape)}")
-        emb = self.time_mlp(timestep_embedding(t, self._freq_dim))
-        if self.label_emb is not None:
-            if labels is None:
-                labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=emb.device)
-            emb = emb + self.label_emb(labels)
-        elif labels is not None:
-            raise ValueError("labels were given to an unconditional LatentUNet (model.num_classes is 0)")
-        return F.silu(emb)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embed(t, labels, x.shape[0])

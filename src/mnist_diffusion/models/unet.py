@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_diffusion.config import ModelConfig
-from mnist_diffusion.models.blocks import ResBlock, SelfAttention2d, Upsample, group_norm, timestep_embedding
+from mnist_diffusion.models.blocks import Conditioning, ResBlock, SelfAttention2d, Upsample, group_norm
 
 
-class UNet(nn.Module):
+class UNet(Conditioning, nn.Module):
     """forward(x: (B,C,H,W), t: (B,) float timesteps in [0, T-1], labels: (B,) long | None) -> (B,C,H,W).
 
     C = cfg.in_channels (1 for MNIST, 3 also works). H and W must be divisible by 2 ** (len(cfg.channels) - 1);
@@ -47,14 +47,10 @@ class UNet(nn.Module):
         super().__init__()
         if not cfg.channels:
             raise ValueError("ModelConfig.channels must list at least one width")
-        self.num_classes = cfg.num_classes
         self.in_channels = cfg.in_channels
         widths = tuple(cfg.channels)
         dim = cfg.embed_dim
-        self._freq_dim = dim  # sinusoid features, then an MLP of the same width
-
-        self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.label_emb = nn.Embedding(cfg.num_classes + 1, dim) if cfg.num_classes > 0 else None
+        self.init_conditioning(dim, cfg.num_classes)
 
         def res(width: int) -> ResBlock:
             return ResBlock(width, width, dim, cfg.groups, cfg.dropout)
@@ -85,24 +81,6 @@ class UNet(nn.Module):
         # Zero-initialised output: the untrained net predicts 0, a safe start for eps, x0 and v targets.
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
-
-    def embed(self, t: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """The shared conditioning vector (B, embed_dim), after SiLU; each block applies only a linear to it.
-
-        t: (B,) or a scalar (broadcast to the batch); labels: (B,) long in [0, num_classes] or None.
-        """
-        if t.ndim == 0:
-            t = t.expand(batch)
-        if t.shape != (batch,):
-            raise ValueError(f"t must have shape ({batch},) to match the batch of x, got {tuple(t.shape)}")
-        emb = self.time_mlp(timestep_embedding(t, self._freq_dim))
-        if self.label_emb is not None:
-            if labels is None:
-                labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=emb.device)
-            emb = emb + self.label_emb(labels)
-        elif labels is not None:
-            raise ValueError("labels were given to an unconditional UNet (model.num_classes is 0)")
-        return F.silu(emb)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embed(t, labels, x.shape[0])
