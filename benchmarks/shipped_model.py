@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
 
 from mnist_diffusion.diffusion.samplers import function_evaluations  # noqa: E402
-from mnist_diffusion.evaluation.report import evaluate_images  # noqa: E402
+from mnist_diffusion.evaluation.report import baseline_labels, evaluate_images  # noqa: E402
 from mnist_diffusion.generate import generate, load_model  # noqa: E402
 
 
@@ -38,19 +38,23 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, nargs="+", default=[None], help="guidance scales (default: model's)")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the package's (64 on CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    ap.add_argument("--labels", choices=["0-9", "data"], default="0-9",
+                    help="0-9: each digit in turn (N/10 of each); data: the labels of the N training images the "
+                         "baseline scores, so samples and baseline share their class mix")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "shipped_model.md")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     model = load_model(args.model)
+    wanted = baseline_labels(args.n).tolist() if args.labels == "data" else "0-9"
     rows, raw = [], []
     baselines = None
     for setting in args.settings:
         sampler, steps = setting.split(":")
         for w in args.guidance:
             t0 = time.perf_counter()
-            images, labels = generate(model, args.n, sampler=sampler, steps=int(steps), guidance=w, labels="0-9",
+            images, labels = generate(model, args.n, sampler=sampler, steps=int(steps), guidance=w, labels=wanted,
                                       batch_size=args.batch_size, seed=0)
             seconds = time.perf_counter() - t0
             report = evaluate_images(images, labels, with_baselines=baselines is None,
@@ -71,8 +75,9 @@ def main() -> None:
         "",
         f"Command: `{cmd.strip()}`",
         f"Model: `{model.path}` ({model.cfg.recipe}); machine: {machine_info()}",
-        f"Samples: {args.n}, labels cycling 0-9 ({args.n // 10} per digit), seed 0; scored against the 10,000 MNIST "
-        "test images in the project's evaluator's features.",
+        f"Samples: {args.n}, " + (f"labels cycling 0-9 ({args.n // 10} per digit)" if args.labels == "0-9" else
+                                  "labels those of the baseline's training images (the data's class mix)")
+        + "; seed 0; scored against the 10,000 MNIST test images in the project's evaluator's features.",
         "",
         f"| sampler | steps | network evaluations per image | guidance | FID@{args.n} | FID / train-vs-test | KID×1e3 | precision | recall | label accuracy | images/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -137,3 +137,29 @@ def test_evaluator_of_another_dataset_is_refused(tmp_path, capsys):
     path = _npz(tmp_path / "s.npz", images=np.zeros((10, 28, 28), np.uint8))
     assert main(["evaluate", path, "--evaluator", str(weights)]) == 2
     assert "was trained on 'fashion-mnist', not 'mnist'" in capsys.readouterr().err
+
+
+def test_data_labels_are_those_of_the_train_baseline(test_images, monkeypatch):
+    """`baseline_labels` gives samples the class mix of the training images the baseline scores."""
+    from mnist_diffusion.evaluation import report
+
+    seen = []
+    monkeypatch.setattr(report, "score_set", lambda images, labels, **_: seen.append((images, labels)) or {})
+    images, labels = test_images
+    report.evaluate_images(images[:120], labels[:120], metrics=("fid",), seed=3)
+    train_images, train_labels = load_split("mnist", "train")
+    (_, _), (baseline_images, baseline_labels), _ = seen  # samples, train baseline, noise baseline
+    wanted = report.baseline_labels(120, seed=3)
+    assert wanted.dtype == np.int64 and np.array_equal(wanted, baseline_labels)
+    assert not np.array_equal(wanted, report.baseline_labels(120, seed=4))
+    assert len(np.unique(wanted)) == 10  # a random draw of the training set, not one class
+    matches = [np.flatnonzero((train_images == img).all(axis=(1, 2))) for img in baseline_images[:5]]
+    assert all(np.isin(train_labels[m], wanted[i]).all() for i, m in enumerate(matches))
+
+
+def test_evaluate_with_data_labels_refuses_more_than_the_training_set():
+    from mnist_diffusion.errors import UserError
+    from mnist_diffusion.evaluation import report
+
+    with pytest.raises(UserError, match="--labels data needs n <= 60000"):
+        report.baseline_labels(60001)

@@ -39,9 +39,9 @@ DDPM = RunConfig(
 
 # Class-conditional DDPM with classifier-free guidance (Ho & Salimans 2022): labels dropped 10% of the time.
 # Min-SNR-5 loss weighting (Hang et al. 2023) converges markedly faster, which matters on a CPU budget, and so
-# do lr 2e-3 with a 20-step warm-up: at 5 CPU-minutes FID@300 65 against 317 for lr 1e-3 with 200 warm-up steps,
-# and no worse after the full 10 epochs (FID@10000 1.03 against 1.08; benchmarks/results/peer_budget.md,
-# cuda_check.md).
+# do lr 2e-3 with a 20-step warm-up: FID@300 after 5 / 10 / 20 CPU-minutes 66 / 17 / 3.7, against 317 / 126 / 25
+# for lr 1e-3 with 200 warm-up steps (benchmarks/results/peer_budget.md, then and now), and no worse after the full
+# 10 epochs (FID@10000 1.03 against 1.08 on a GPU; benchmarks/results/cuda_check.md).
 DDPM_COND = RunConfig(
     recipe="ddpm-cond",
     data=DDPM.data,

@@ -29,7 +29,9 @@ def register(subparsers) -> None:
     g.add_argument("--sampler", default=None, help="sampler name (default: the model's)")
     g.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    g.add_argument("--labels", default=None, help="classes to draw, cycling: 0-9 | 7 | 3,5,8")
+    g.add_argument("--labels", default=None,
+                   help="classes to draw, cycling: 0-9 | 7 | 3,5,8; or 'data': the labels of the training images "
+                        "the baseline scores, so samples share the data's class mix")
     g.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0, help="seed for sampling, baselines and KID subsets (default 0)")
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
@@ -91,9 +93,14 @@ def run(args: argparse.Namespace) -> int:
         from mnist_diffusion.generate import generate_from_path
 
         n = args.n or DEFAULT_N
+        wanted = args.labels
+        if wanted == "data":
+            from mnist_diffusion.evaluation.report import baseline_labels
+
+            wanted = baseline_labels(n, args.dataset, args.seed, args.data_dir).tolist()
         print(f"drawing {n} samples from {path} ...", flush=True)
         images, labels = generate_from_path(path, n, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
-                                            labels=args.labels, seed=args.seed, batch_size=args.batch_size)
+                                            labels=wanted, seed=args.seed, batch_size=args.batch_size)
         source = f"{path} ({n} samples, seed {args.seed})"
     report = evaluate_images(images, labels, dataset=args.dataset, kid_subsets=args.kid_subsets,
                              kid_subset_size=args.kid_subset_size, with_baselines=not args.no_baselines,

@@ -95,6 +95,25 @@ def score_set(images: np.ndarray, labels: np.ndarray | None, evaluator: Evaluato
     return out
 
 
+def _baseline_pick(n_train: int, n: int, seed: int) -> tuple[np.random.Generator, np.ndarray]:
+    """The generator behind the baselines and the indices (min(n, n_train),) of the train-vs-test baseline."""
+    rng = np.random.default_rng(seed + 1)  # not `seed`: keep baseline draws apart from the KID subsets
+    return rng, rng.choice(n_train, min(n, n_train), replace=False)
+
+
+def baseline_labels(n: int, dataset: str = "mnist", seed: int = 0, data_dir: str | None = None) -> np.ndarray:
+    """The labels (n,) int64 of the n training images that `evaluate_images` (same seed) scores as its baseline.
+
+    Sampling with these labels gives samples the baseline's class mix: FID against the test set then judges the
+    digits, not a class mix that differs from the data's (1,000 of each digit score FID 0.075 at N = 10,000 as
+    real training images, against 0.037 for a random draw; benchmarks/results/ldm_vs_pixel.md).
+    """
+    _, train_labels = load_split(dataset, "train", data_dir)
+    if n > len(train_labels):
+        raise UserError(f"--labels data needs n <= {len(train_labels)} (the training set's size), got {n}.")
+    return train_labels[_baseline_pick(len(train_labels), n, seed)[1]].astype(np.int64)
+
+
 def evaluate_images(images: np.ndarray, labels: np.ndarray | None = None, dataset: str = "mnist",
                     ref_split: str = "test", kid_subsets: int = 100, kid_subset_size: int = 1000,
                     with_baselines: bool = True, metrics: Iterable[str] | None = None,
@@ -145,8 +164,7 @@ def evaluate_images(images: np.ndarray, labels: np.ndarray | None = None, datase
         "baselines": {},
     }
     if with_baselines:
-        rng = np.random.default_rng(seed + 1)  # not `seed`: keep baseline draws apart from the KID subsets
-        pick = rng.choice(len(train_images), min(n, len(train_images)), replace=False)
+        rng, pick = _baseline_pick(len(train_images), n, seed)
         report["baselines"]["train"] = score_set(train_images[pick], train_labels[pick] if labels is not None else None,
                                                  **common)
         noise = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
