@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_diffusion.data import to_uint8
-from mnist_diffusion.generate import initial_noise
+from mnist_diffusion.pipeline import initial_noise
 
 LR = 4e-4  # the course's AdamW learning rate
 TIMESTEPS = 1000

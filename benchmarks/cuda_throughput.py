@@ -5,8 +5,9 @@ unless --batch-size): fp32, bf16 autocast, bf16 + channels_last, and bf16 + chan
 Each variant takes --warmup untimed steps (compilation included) and then --steps timed ones between two
 `torch.cuda.synchronize()` calls; the reported figure is images/s over the timed steps.
 
-Sampling: `generate()` on the freshly initialised network with the recipe's default sampler, steps and guidance,
---sample-n images in batches of --sample-batch, after a two-step warm-up (speed does not depend on the weights).
+Sampling: `Pipeline.sample` on the freshly initialised network with the recipe's default sampler, steps and
+guidance, --sample-n images in batches of --sample-batch, after a two-step warm-up (speed does not depend on the
+weights).
 
     python benchmarks/cuda_throughput.py                      # writes benchmarks/results/cuda_throughput.md
     python benchmarks/cuda_throughput.py --recipes ldm --steps 50 --no-write
@@ -26,10 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
-from train_throughput import batch_stream, recipe_config  # noqa: E402
-
 from mnist_diffusion.recipes import RECIPES  # noqa: E402
 from mnist_diffusion.training.loop import make_trainer  # noqa: E402
+from train_throughput import batch_stream, recipe_config  # noqa: E402
 
 VARIANTS = {
     "fp32": [],
@@ -62,17 +62,17 @@ def train_ips(recipe: str, sets: list[str], args: argparse.Namespace, tmp: Path)
 
 
 def sample_ips(recipe: str, args: argparse.Namespace, tmp: Path) -> tuple[str, float]:
-    """(sampler description, images/s of generate()) on the recipe's freshly initialised network."""
-    from mnist_diffusion.generate import LoadedModel, generate, sampling_layout
+    """(sampler description, images/s of `Pipeline.sample`) on the recipe's freshly initialised network."""
+    from mnist_diffusion.pipeline import Pipeline, sampling_layout
 
     ns = argparse.Namespace(threads=None, batch_size=None, data_limit=args.data_limit, set=["train.device=cuda"])
     cfg = recipe_config(recipe, ns, tmp)
     trainer = make_trainer(cfg, tmp / f"{recipe}-sample")
     net = sampling_layout(trainer.net.eval(), "cuda")
-    model = LoadedModel(trainer.cfg, net, torch.device("cuda"))  # trainer.cfg records the autoencoder hash
-    generate(model, args.sample_batch, steps=2, batch_size=args.sample_batch)
+    pipe = Pipeline(trainer.cfg, net, torch.device("cuda"))  # trainer.cfg records the autoencoder hash
+    pipe.sample(args.sample_batch, steps=2, batch_size=args.sample_batch)
     t0 = synced()
-    generate(model, args.sample_n, batch_size=args.sample_batch)
+    pipe.sample(args.sample_n, batch_size=args.sample_batch)
     rate = args.sample_n / (synced() - t0)
     s = cfg.sample
     guided = f", guidance {s.guidance:g}" if cfg.model.num_classes and s.guidance != 1.0 else ""

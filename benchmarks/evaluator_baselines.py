@@ -25,7 +25,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
-
 from mnist_diffusion.cli import main  # noqa: E402
 from mnist_diffusion.data import load_split  # noqa: E402
 from mnist_diffusion.evaluation.report import format_report  # noqa: E402

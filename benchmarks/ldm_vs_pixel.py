@@ -27,42 +27,36 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
-
+from mnist_diffusion.assets import packaged_path  # noqa: E402
 from mnist_diffusion.data import load_split  # noqa: E402
 from mnist_diffusion.errors import UserError  # noqa: E402
-from mnist_diffusion.generate import (  # noqa: E402
-    LoadedModel,
-    generate,
-    latent_autoencoder,
-    load_model,
-    shipped_model_path,
-)
 from mnist_diffusion.models import build_model, count_parameters  # noqa: E402
+from mnist_diffusion.pipeline import Pipeline, load  # noqa: E402
 from mnist_diffusion.recipes import get_recipe  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "ldm_vs_pixel.md"
 
 
-def pixel_model() -> tuple[LoadedModel, str]:
+def pixel_model() -> tuple[Pipeline, str]:
     """The packaged ddpm-cond model, or a fresh network of its recipe when none is packaged yet."""
     try:
-        return load_model(shipped_model_path("ddpm-cond")), "packaged `ddpm-cond` model"
+        return load(packaged_path("ddpm-cond")), "packaged `ddpm-cond` model"
     except UserError:
         cfg = get_recipe("ddpm-cond")
         torch.manual_seed(0)
         net = build_model(cfg.model).eval()
-        return LoadedModel(cfg, net, torch.device("cpu")), (
+        return Pipeline(cfg, net, torch.device("cpu")), (
             "freshly initialised `ddpm-cond` network (no packaged `ddpm-cond` model existed when this ran; "
             "the cost per step is the same, the images are not)")
 
 
-def time_sampling(model: LoadedModel, n: int, steps: int, guidance: float, sampler: str) -> float:
+def time_sampling(pipe: Pipeline, n: int, steps: int, guidance: float, sampler: str) -> float:
     t0 = time.perf_counter()
-    generate(model, n, sampler=sampler, steps=steps, guidance=guidance, labels="0-9", seed=0, batch_size=n)
+    pipe.sample(n, sampler=sampler, steps=steps, guidance=guidance, labels="0-9", seed=0, batch_size=n)
     return n / (time.perf_counter() - t0)
 
 
-def speed(pixel: LoadedModel, ldm: LoadedModel, args) -> dict:
+def speed(pixel: Pipeline, ldm: Pipeline, args) -> dict:
     rates = {"pixel": [], "latent": []}
     for side, model in (("pixel", pixel), ("latent", ldm)):  # warm-up (allocator, oneDNN kernels)
         time_sampling(model, min(args.n, 32), 2, args.guidance, args.sampler)
@@ -73,13 +67,14 @@ def speed(pixel: LoadedModel, ldm: LoadedModel, args) -> dict:
     return {"rates": rates, "median": med, "speedup": med["latent"] / med["pixel"]}
 
 
-def quality(ldm: LoadedModel, args) -> dict:
+def quality(ldm: Pipeline, args) -> dict:
     from mnist_diffusion.evaluation.report import evaluate_images
     from mnist_diffusion.latent import reconstruct, reconstruction_psnr
 
     out = {}
     t0 = time.perf_counter()
-    images, labels = generate(ldm, args.quality_n, steps=args.steps, guidance=args.guidance, labels="0-9", seed=0)
+    drawn = ldm.sample(args.quality_n, steps=args.steps, guidance=args.guidance, labels="0-9", seed=0)
+    images, labels = drawn.images, drawn.labels
     out["sample_seconds"] = time.perf_counter() - t0
     out["samples"] = evaluate_images(images, labels, metrics=["fid", "classes", "label_accuracy"], seed=0,
                                      source="ldm samples")
@@ -92,7 +87,7 @@ def quality(ldm: LoadedModel, args) -> dict:
     out["balanced"] = evaluate_images(train_images[idx], train_labels[idx], metrics=["fid"], seed=0,
                                       source="real training images, equal counts per digit")
     test_images, test_labels = load_split("mnist", "test")
-    rec = reconstruct(latent_autoencoder(ldm), test_images)
+    rec = reconstruct(ldm.autoencoder, test_images)
     out["psnr"] = reconstruction_psnr(test_images, rec)
     out["reconstructions"] = evaluate_images(rec, test_labels, metrics=["fid", "label_accuracy"], seed=0,
                                              source="autoencoder reconstructions of the test set")
@@ -103,7 +98,7 @@ def _fid(report: dict, key: str) -> float:
     return report["samples"]["fid"] if key == "samples" else report["baselines"]["train"]["fid"]
 
 
-def write_results(args, pixel: LoadedModel, pixel_note: str, ldm: LoadedModel, sp: dict, q: dict | None) -> str:
+def write_results(args, pixel: Pipeline, pixel_note: str, ldm: Pipeline, sp: dict, q: dict | None) -> str:
     command = "python benchmarks/ldm_vs_pixel.py " + " ".join(sys.argv[1:])
     meta = ldm_info(ldm)
     lines = [
@@ -118,9 +113,9 @@ def write_results(args, pixel: LoadedModel, pixel_note: str, ldm: LoadedModel, s
         "|---|---|---|---|---|",
         f"| pixel | {pixel_note} | {count_parameters(pixel.net):,} | {sp['median']['pixel']:.1f} | "
         f"{', '.join(f'{r:.1f}' for r in sp['rates']['pixel'])} |",
-        f"| latent | {'shipped `ldm`' if args.ldm == 'ldm' else f'`{args.ldm}`'} ({tuple(ldm.cfg.latent.shape)} "
+        f"| latent | {'shipped `ldm`' if args.ldm == 'ldm' else f'`{args.ldm}`'} ({tuple(ldm.config.latent.shape)} "
         f"latents) + its autoencoder's decoder | "
-        f"{count_parameters(ldm.net):,} + {count_parameters(latent_autoencoder(ldm).net):,} | "
+        f"{count_parameters(ldm.net):,} + {count_parameters(ldm.autoencoder.net):,} | "
         f"{sp['median']['latent']:.1f} | {', '.join(f'{r:.1f}' for r in sp['rates']['latent'])} |",
         "", f"**Latent sampling is {sp['speedup']:.1f}x faster** at the same steps and guidance.", "",
     ]
@@ -152,7 +147,7 @@ def write_results(args, pixel: LoadedModel, pixel_note: str, ldm: LoadedModel, s
     return "\n".join(lines)
 
 
-def ldm_info(ldm: LoadedModel) -> dict:
+def ldm_info(ldm: Pipeline) -> dict:
     """The training notes recorded in the shipped file's metadata (see assets/ldm.md), if any."""
     from mnist_diffusion.checkpoint import read_metadata
 
@@ -172,9 +167,9 @@ def main() -> None:
     p.add_argument("--quality-n", type=int, default=10_000, help="guided samples to evaluate (0 = skip quality)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    ldm = load_model(args.ldm)
+    ldm = load(args.ldm)
     if args.guidance is None:
-        args.guidance = ldm.cfg.sample.guidance
+        args.guidance = ldm.config.sample.guidance
     pixel, note = pixel_model()
     sp = speed(pixel, ldm, args)
     print(f"pixel {sp['median']['pixel']:.1f} img/s, latent {sp['median']['latent']:.1f} img/s: "

@@ -6,7 +6,7 @@ What is compared
   2e-3 with 20 warm-up steps, gradient clipping, label dropout, EMA 0.999; the same per-epoch batch order as
   `Trainer.fit`; the learning rate is constant after warm-up, so the configured epoch count changes nothing).
   Snapshots hold the EMA weights, the ones that sample. Sampled with the recipe's defaults through
-  `generate(model, n, labels="0-9")`: DPM-Solver++(2M), 20 steps, guidance 2, labels 0-9 cycling.
+  `load(snapshot).sample(n, labels="0-9")`: DPM-Solver++(2M), 20 steps, guidance 2, labels 0-9 cycling.
 - peer: diffusers' UNet2DModel trained and sampled as in the Hugging Face diffusion course (see _peer.py:
   unconditional, cosine-schedule DDPM, eps MSE, AdamW 4e-4, batch 128, no EMA); snapshots hold its raw weights.
   Sampled with DDIM (eta 0), 50 steps.
@@ -104,7 +104,6 @@ def ours_side(work: Path, seed: int):
 def peer_side(work: Path, seed: int):
     """(step(indices), save(path, steps), number of training images) for the course's UNet2DModel."""
     from _peer import PeerTrainer
-
     from mnist_diffusion.data import load_split, to_float
 
     images = torch.from_numpy(load_split("mnist", "train")[0])
@@ -169,13 +168,13 @@ def train_both(budgets: list[float], work: Path, seed: int) -> float:
 def draw(snapshot: dict, n: int) -> tuple[np.ndarray, np.ndarray | None, float]:
     """n samples of a snapshot as uint8 (n, 28, 28), their labels (None for the peer) and images/s."""
     from _peer import load_peer, sample_peer
-
-    from mnist_diffusion.generate import generate, load_model
+    from mnist_diffusion.pipeline import load
 
     if snapshot["side"] == "ours":
-        model = load_model(snapshot["path"])
+        pipe = load(snapshot["path"])
         t0 = time.perf_counter()
-        images, labels = generate(model, n, labels="0-9", seed=0)
+        out = pipe.sample(n, labels="0-9", seed=0)
+        images, labels = out.images, out.labels
     else:
         net = load_peer(Path(snapshot["path"]))
         t0 = time.perf_counter()

@@ -5,7 +5,8 @@ digits with the model's default sampler (DPM-Solver++(2M), 20 steps, guidance 2)
 images/s over repeats. Variants, each adding one change to the one above:
 
 1. `before`: contiguous (NCHW) weights, batches of 256, OpenMP's default (spinning) wait policy;
-2. `+ OMP_WAIT_POLICY=PASSIVE`: idle OpenMP threads sleep instead of spinning (what the CLI sets at start-up);
+2. `+ OMP_WAIT_POLICY=PASSIVE`: idle OpenMP threads sleep instead of spinning (what `import mnist_diffusion` sets
+   when torch is not loaded yet, so the CLI runs with it);
 3. `+ channels_last`: NHWC weights and activations, so oneDNN picks its faster convolution kernels;
 4. `+ batch 64`: smaller batches keep each layer's activations in cache (the package's CPU default).
 
@@ -41,17 +42,17 @@ def child(variant: str, n: int, repeats: int, model_name: str | None) -> None:
     """Time one variant in this process; print one JSON line."""
     import torch
 
-    from mnist_diffusion.generate import generate, load_model
+    from mnist_diffusion.pipeline import load
 
     settings = VARIANTS[variant]
-    model = load_model(model_name)
+    pipe = load(model_name)
     fmt = torch.channels_last if settings["channels_last"] else torch.contiguous_format
-    model.net.to(memory_format=fmt)
-    generate(model, min(n, 32), steps=2, batch_size=settings["batch"], labels="0-9")  # warm-up
+    pipe.net.to(memory_format=fmt)
+    pipe.sample(min(n, 32), steps=2, batch_size=settings["batch"], labels="0-9")  # warm-up
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        generate(model, n, batch_size=settings["batch"], labels="0-9")
+        pipe.sample(n, batch_size=settings["batch"], labels="0-9")
         rates.append(n / (time.perf_counter() - t0))
     print(json.dumps({"variant": variant, "rates": rates, "threads": torch.get_num_threads()}))
 
@@ -78,14 +79,15 @@ def quality(args: argparse.Namespace) -> tuple[list[tuple[str, dict, float]], fl
     import torch
 
     from mnist_diffusion.evaluation.report import evaluate_images
-    from mnist_diffusion.generate import generate, load_model
+    from mnist_diffusion.pipeline import load
 
-    model = load_model(args.model)
+    pipe = load(args.model)
     rows, images = [], {}
     for name, fmt, batch in (("before", torch.contiguous_format, 256),
                              ("package default", torch.channels_last, 64)):
-        model.net.to(memory_format=fmt)
-        images[name], labels = generate(model, args.quality_n, batch_size=batch, labels="0-9")
+        pipe.net.to(memory_format=fmt)
+        out = pipe.sample(args.quality_n, batch_size=batch, labels="0-9")
+        images[name], labels = out.images, out.labels
         report = evaluate_images(images[name], labels, metrics=("fid", "label_accuracy"),
                                  with_baselines=name == "before")
         rows.append((name, report, 0.0))

@@ -22,7 +22,6 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
-
 from mnist_diffusion.config import with_changes  # noqa: E402
 from mnist_diffusion.data import load_split  # noqa: E402
 from mnist_diffusion.recipes import get_recipe  # noqa: E402

@@ -24,10 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
-
 from mnist_diffusion.diffusion.samplers import function_evaluations  # noqa: E402
 from mnist_diffusion.evaluation.report import baseline_labels, evaluate_images  # noqa: E402
-from mnist_diffusion.generate import generate, load_model  # noqa: E402
+from mnist_diffusion.pipeline import load  # noqa: E402
 
 
 def main() -> None:
@@ -46,7 +45,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = load_model(args.model)
+    pipe = load(args.model)
     wanted = baseline_labels(args.n).tolist() if args.labels == "data" else "0-9"
     rows, raw = [], []
     baselines = None
@@ -54,14 +53,15 @@ def main() -> None:
         sampler, steps = setting.split(":")
         for w in args.guidance:
             t0 = time.perf_counter()
-            images, labels = generate(model, args.n, sampler=sampler, steps=int(steps), guidance=w, labels=wanted,
-                                      batch_size=args.batch_size, seed=0)
+            out = pipe.sample(args.n, sampler=sampler, steps=int(steps), guidance=w, labels=wanted,
+                              batch_size=args.batch_size, seed=0)
+            images, labels = out.images, out.labels
             seconds = time.perf_counter() - t0
             report = evaluate_images(images, labels, with_baselines=baselines is None,
                                      metrics=("fid", "kid", "label_accuracy", "precision_recall", "classes"))
             baselines = baselines or report["baselines"]
             s = report["samples"]
-            w_used = w if w is not None else model.cfg.sample.guidance
+            w_used = w if w is not None else pipe.config.sample.guidance
             rows.append((sampler, int(steps), w_used, seconds, s))
             raw.append({"sampler": sampler, "steps": int(steps), "guidance": w_used, "seconds": seconds, **s})
             print(f"{sampler} {steps} steps, guidance {w_used}: {args.n / seconds:.1f} img/s ({seconds:.0f} s), "
@@ -74,7 +74,7 @@ def main() -> None:
         "# Class-conditional model: quality and sampling speed",
         "",
         f"Command: `{cmd.strip()}`",
-        f"Model: `{model.path}` ({model.cfg.recipe}); machine: {machine_info()}",
+        f"Model: `{pipe.path}` ({pipe.config.recipe}); machine: {machine_info()}",
         f"Samples: {args.n}, " + (f"labels cycling 0-9 ({args.n // 10} per digit)" if args.labels == "0-9" else
                                   "labels those of the baseline's training images (the data's class mix)")
         + "; seed 0; scored against the 10,000 MNIST test images in the project's evaluator's features.",

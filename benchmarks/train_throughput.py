@@ -6,7 +6,7 @@ One run measures, in order:
   2. per recipe, training images/s through the package itself (`make_trainer` + `Trainer.batch` +
      `Trainer.train_step`: data indexing, loss, backward, clipping, AdamW, EMA), median over repeats after a
      warm-up, and the FLOPs of one forward + backward per image, hence achieved GFLOP/s and share of peak;
-  3. per diffusion recipe, sampling images/s of `generate()` with the recipe's default sampler, steps and
+  3. per diffusion recipe, sampling images/s of `Pipeline.sample` with the recipe's default sampler, steps and
      guidance on the freshly initialised network (speed does not depend on the weights), and its FLOPs/image.
 
 FLOPs come from torch.utils.flop_counter.FlopCounterMode: matmuls and convolutions (and attention) only, not
@@ -40,10 +40,14 @@ from pathlib import Path
 
 import torch
 
+# The OpenMP settings exported by whoever ran this, read before `import mnist_diffusion`, which fills in
+# OMP_WAIT_POLICY=PASSIVE when it is unset -- too late to change OpenMP here (it started with torch above), so
+# reporting the variable afterwards would name a setting that was not in force.
+ENV_AT_START = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS") if k in os.environ}
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _flops import count_flops, matmul_gflops  # noqa: E402
 from _machine import machine_info  # noqa: E402
-
 from mnist_diffusion import checkpoint as ckpt  # noqa: E402
 from mnist_diffusion.config import RunConfig, apply_overrides, with_changes  # noqa: E402
 from mnist_diffusion.errors import UserError  # noqa: E402
@@ -74,7 +78,7 @@ class Result:
 # ---- building a recipe --------------------------------------------------------------------------------------
 def autoencoder_reference(tmp: Path) -> str:
     """The packaged 'ldm-ae' if the package ships one, else a freshly initialised autoencoder saved in tmp."""
-    from mnist_diffusion.latent import packaged_path
+    from mnist_diffusion.assets import packaged_path
     from mnist_diffusion.models import build_model
 
     try:
@@ -148,7 +152,7 @@ def measure_training(trainer: Trainer, res: Result, args: argparse.Namespace) ->
 
 
 def measure_sampling(trainer: Trainer, res: Result, args: argparse.Namespace) -> None:
-    from mnist_diffusion.generate import LoadedModel, generate, sampling_layout
+    from mnist_diffusion.pipeline import Pipeline, sampling_layout
 
     cfg = trainer.cfg
     if cfg.model.kind == "autoencoder":
@@ -157,26 +161,24 @@ def measure_sampling(trainer: Trainer, res: Result, args: argparse.Namespace) ->
     res.sampler = f"{cfg.sample.sampler} x{cfg.sample.steps}" + (
         f", guidance {cfg.sample.guidance:g}" if cfg.model.num_classes and cfg.sample.guidance != 1.0 else "")
     trainer.net.eval()
-    sampling_layout(trainer.net, trainer.device)  # as load_model() does
-    model = LoadedModel(cfg, trainer.net, trainer.device)
+    sampling_layout(trainer.net, trainer.device)  # as pipeline.load() does
+    pipe = Pipeline(cfg, trainer.net, trainer.device)
     grad_mode = torch.inference_mode() if args.inference_mode else contextlib.nullcontext()
     n, bs = args.sample_n, args.sample_batch
     with grad_mode, cpu_autocast(args.cpu_bf16):
-        sampling_warmup(model, args)
+        sampling_warmup(pipe, args)
         for _ in range(args.sample_repeats):
             t0 = time.perf_counter()
-            generate(model, n, batch_size=bs)
+            pipe.sample(n, batch_size=bs)
             res.sample_ips.append(n / (time.perf_counter() - t0))
         # FLOPs grow linearly with the batch, so a few images give the per-image count exactly.
-        res.sample_flops = count_flops(lambda: generate(model, 4, batch_size=4)) / 4
+        res.sample_flops = count_flops(lambda: pipe.sample(4, batch_size=4)) / 4
     trainer.net.train()
 
 
-def sampling_warmup(model, args: argparse.Namespace) -> None:
+def sampling_warmup(pipe, args: argparse.Namespace) -> None:
     """Two sampler steps on one full batch: kernels, buffers, a latent run's autoencoder, compilation."""
-    from mnist_diffusion.generate import generate
-
-    generate(model, min(args.sample_batch, args.sample_n), steps=2, batch_size=args.sample_batch)
+    pipe.sample(min(args.sample_batch, args.sample_n), steps=2, batch_size=args.sample_batch)
 
 
 def profile_training(trainer: Trainer, steps: int, rows: int = 25) -> str:
@@ -317,22 +319,22 @@ def compare_training(variants: list[Variant], trainers: list[Trainer], args: arg
 
 
 def compare_sampling(variants: list[Variant], trainers: list[Trainer], args: argparse.Namespace) -> list[list[float]]:
-    """generate() images/s of each variant, per round."""
-    from mnist_diffusion.generate import LoadedModel, generate
+    """`Pipeline.sample` images/s of each variant, per round."""
+    from mnist_diffusion.pipeline import Pipeline
 
     # A compiled variant samples through its compiled module (compiled anew for eval mode in the warm-up).
-    models = [LoadedModel(t.cfg, t.train_net if t.cfg.train.compile else t.net, t.device) for t in trainers]
-    for v, t, model in zip(variants, trainers, models):
+    pipes = [Pipeline(t.cfg, t.train_net if t.cfg.train.compile else t.net, t.device) for t in trainers]
+    for v, t, pipe in zip(variants, trainers, pipes):
         t.net.eval()
         with variant_settings(v):
-            sampling_warmup(model, args)
+            sampling_warmup(pipe, args)
     ips: list[list[float]] = [[] for _ in variants]
     for _ in range(args.sample_repeats):
-        for i, (v, model) in enumerate(zip(variants, models)):
+        for i, (v, pipe) in enumerate(zip(variants, pipes)):
             grad_mode = torch.inference_mode() if v.inference_mode else contextlib.nullcontext()
             with variant_settings(v), grad_mode:
                 t0 = time.perf_counter()
-                generate(model, args.sample_n, batch_size=v.sample_batch or args.sample_batch)
+                pipe.sample(args.sample_n, batch_size=v.sample_batch or args.sample_batch)
                 ips[i].append(args.sample_n / (time.perf_counter() - t0))
     return ips
 
@@ -441,9 +443,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=None, help="untimed train steps first (default 2; quick 1)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats, the median is reported (default 3; quick 1)")
     ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: the recipe's)")
-    ap.add_argument("--sample-n", type=int, default=None, help="images per timed generate() (default 256; quick 32)")
-    ap.add_argument("--sample-repeats", type=int, default=1, help="timed generate() calls, median reported")
-    ap.add_argument("--sample-batch", type=int, default=64, help="generate() batch size (its CPU default is 64)")
+    ap.add_argument("--sample-n", type=int, default=None,
+                    help="images per timed Pipeline.sample (default 256; quick 32)")
+    ap.add_argument("--sample-repeats", type=int, default=1, help="timed Pipeline.sample calls, median reported")
+    ap.add_argument("--sample-batch", type=int, default=64, help="Pipeline.sample batch size (its CPU default is 64)")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's, = cores)")
     ap.add_argument("--interop-threads", type=int, default=None, help="inter-op threads (default: torch's)")
     ap.add_argument("--matmul-n", type=int, default=None, help="fp32 peak matrix size (default 2048; quick 1024)")
@@ -474,8 +477,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_interop_threads(args.interop_threads)  # must come before any parallel work
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = " ".join(f"{k}={os.environ[k]} " for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
-                   if k in os.environ)
+    env = " ".join(f"{k}={v} " for k, v in ENV_AT_START.items())
     command = f"{env}python benchmarks/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     info = machine_info()
     print(f"Machine: {info}", flush=True)
@@ -531,7 +533,8 @@ def main(argv: list[str] | None = None) -> None:
                 + (f"; overrides {' '.join(args.set)}" if args.set else "")
                 + ("; CPU bf16 autocast" if args.cpu_bf16 else "")
                 + ("; sampling under inference_mode" if args.inference_mode else "")
-                + (f"; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}" if "OMP_WAIT_POLICY" in os.environ else ""))
+                + (f"; OMP_WAIT_POLICY={ENV_AT_START['OMP_WAIT_POLICY']}" if "OMP_WAIT_POLICY" in ENV_AT_START
+                   else ""))
     lines = [
         "# Training and sampling throughput vs the machine's matmul peak",
         "",
@@ -548,7 +551,7 @@ def main(argv: list[str] | None = None) -> None:
         "FLOPs are counted by torch.utils.flop_counter.FlopCounterMode: convolutions, matmuls and attention "
         "(forward and backward), not elementwise work (GroupNorm, SiLU, adds, AdamW, EMA), so GFLOP/s are lower "
         "bounds. Training images/s are through `Trainer.train_step` on the package's own batches (AdamW, grad "
-        "clipping and the EMA update included); sampling is `generate()` with the recipe's default sampler, "
+        "clipping and the EMA update included); sampling is `Pipeline.sample` with the recipe's default sampler, "
         "steps and guidance (guidance runs the conditional and unconditional pass as one doubled batch), on "
         "freshly initialised weights. The latent recipe's train FLOPs include the frozen encoder's forward; its "
         "sampling FLOPs include decoding.",

@@ -28,7 +28,6 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import cpu_model  # noqa: E402
 from _peer import course_unet  # noqa: E402
-
 from mnist_diffusion.config import ModelConfig
 from mnist_diffusion.models.unet import UNet
 

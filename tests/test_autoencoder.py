@@ -5,8 +5,9 @@ import torch
 
 from mnist_diffusion.config import ConfigError, ModelConfig
 from mnist_diffusion.models import build_model
-from mnist_diffusion.models.autoencoder import Autoencoder, autoencoder_loss, kl_to_standard_normal
-from mnist_diffusion.models.latent_unet import LatentUNet
+from mnist_diffusion.models.autoencoder import Autoencoder
+from mnist_diffusion.models.unet import UNet
+from mnist_diffusion.training.objectives import autoencoder_loss, kl_to_standard_normal
 
 torch.set_num_threads(1)
 
@@ -75,7 +76,7 @@ def test_loss_trains_the_reconstruction():
 
 @pytest.mark.parametrize("channels", [(16,), (16, 32), (16, 32, 32)])
 def test_latent_unet_keeps_the_7x7_shape(channels):
-    net = LatentUNet(ModelConfig(kind="latent_unet", in_channels=4, channels=channels, num_classes=10))
+    net = UNet(ModelConfig(kind="unet", in_channels=4, channels=channels, num_classes=10, mid_block=False))
     z, t = torch.randn(3, 4, 7, 7), torch.tensor([0.0, 500.0, 999.0])
     out = net(z, t, torch.tensor([1, 2, 10]))
     assert out.shape == z.shape and torch.equal(out, torch.zeros_like(out))  # zero-initialised output conv

@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -6,6 +8,7 @@ from safetensors.torch import save_file
 
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.errors import CheckpointError
+from mnist_diffusion.files import atomic_write, atomic_write_text
 from mnist_diffusion.recipes import get_recipe
 
 
@@ -41,16 +44,32 @@ def test_other_format_version_refused(tmp_path):
 
 def test_failed_write_keeps_previous_file(tmp_path):
     path = tmp_path / "f.txt"
-    ckpt.atomic_write_text(path, "good")
+    atomic_write_text(path, "good")
 
     def boom(tmp):
         open(tmp, "w").write("half")
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        ckpt.atomic_write(path, boom)
+        atomic_write(path, boom)
     assert path.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_written_files_have_the_usual_mode(tmp_path):
+    ckpt.save_model(tmp_path / "m.safetensors", get_recipe("seed"), {"w": torch.zeros(1)})
+    atomic_write_text(tmp_path / "t.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("m.safetensors", "t.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_packaged_names_resolve_to_verified_files():
+    assert ckpt.resolve_model_path(None).name == "ddpm-cond.safetensors"
+    assert ckpt.resolve_model_path("ldm-ae").name == "ldm-ae.safetensors"
+    with pytest.raises(CheckpointError, match="packaged name"):
+        ckpt.resolve_model_path("no-such-model")
 
 
 def test_run_directory_resolution(tmp_path):

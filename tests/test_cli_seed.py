@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mnist_diffusion.cli import main
+from mnist_diffusion.pipeline import load
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +39,9 @@ def test_sample_writes_grid_and_npz(seed_run, tmp_path):
 
 
 def test_sample_is_reproducible_per_image(seed_run, tmp_path):
-    from mnist_diffusion.generate import generate, load_model
-
-    model = load_model(seed_run)
-    a, _ = generate(model, 6, seed=3)
-    b, _ = generate(model, 3, seed=6)  # image i uses seed + i: images 3..5 of the first call
+    model = load(seed_run)
+    a = model.sample(6, seed=3).images
+    b = model.sample(3, seed=6).images  # image i uses seed + i: images 3..5 of the first call
     assert np.array_equal(a[3:], b)
 
 
@@ -61,7 +60,7 @@ def test_existing_run_is_not_overwritten(seed_run, capsys):
 
 def test_bad_input_is_one_sentence(tmp_path, capsys):
     assert main(["train", "--recipe", "nope", "--out", str(tmp_path / "r")]) == 2
-    assert "Unknown recipe 'nope'" in capsys.readouterr().err
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
     assert main(["sample", str(bad), "--out", str(tmp_path / "x.png")]) == 2

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from mnist_diffusion.config import ConfigError, RunConfig, apply_overrides, load_run_config
-from mnist_diffusion.recipes import RECIPES, get_recipe
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.recipes import RECIPES, get_recipe
 
 
 def test_every_recipe_round_trips_through_json():

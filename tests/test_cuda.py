@@ -14,7 +14,7 @@ import torch
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.config import apply_overrides
 from mnist_diffusion.device import autocast
-from mnist_diffusion.generate import generate, load_model, sample_batch
+from mnist_diffusion.pipeline import load
 from mnist_diffusion.recipes import get_recipe
 from mnist_diffusion.training import distributed as dist_utils
 from mnist_diffusion.training.loop import make_trainer
@@ -61,7 +61,7 @@ def test_training_runs_on_the_gpu_in_bf16_and_channels_last(cuda_run):
 
 def test_the_gpu_checkpoint_loads_on_the_cpu(cuda_run):
     run, trainer = cuda_run
-    model = load_model(run, "cpu")  # plain NCHW tensors: no device or memory format baked in
+    model = load(run, "cpu")  # plain NCHW tensors: no device or memory format baked in
     for key, value in model.net.state_dict().items():
         assert torch.equal(value, trainer.ema.state_dict()[key].cpu()), key
 
@@ -83,7 +83,8 @@ def test_resume_on_the_gpu_keeps_adam_step_counters_on_the_cpu(cuda_run, tmp_pat
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp_2m", "heun"])
 def test_sampling_on_the_gpu(cuda_run, sampler):
     run, _ = cuda_run
-    images, labels = generate(load_model(run, "cuda"), 8, sampler=sampler, steps=4, guidance=2.0, labels="0-9")
+    out = load(run, "cuda").sample(8, sampler=sampler, steps=4, guidance=2.0, labels="0-9")
+    images, labels = out.images, out.labels
     assert images.shape == (8, 28, 28) and images.dtype == np.uint8 and labels.tolist() == list(range(8))
 
 
@@ -93,8 +94,9 @@ def test_deterministic_sampling_agrees_between_gpu_and_cpu(cuda_run):
     labels = torch.arange(6)
     outs = []
     for device in ("cpu", "cuda"):
-        model = load_model(run, device)
-        x = sample_batch(model, x_T.to(device), labels.to(device), "ddim", 5, 2.0, "trailing", None)
+        model = load(run, device)
+        settings = model.settings(sampler="ddim", steps=5, guidance=2.0, spacing="trailing")
+        x = model.sample_batch(x_T.to(device), labels.to(device), settings)
         outs.append(x.float().cpu())
     torch.testing.assert_close(outs[1], outs[0], atol=5e-2, rtol=0)  # TF32 convolutions differ slightly
 
@@ -106,7 +108,7 @@ def test_compiled_training_on_the_gpu_saves_plain_weights(tmp_path):
     trainer.fit(progress_bar=False)
     keys = ckpt.load_checkpoint(tmp_path / "run" / ckpt.STATE_FILE).tensors.keys()
     assert not any("_orig_mod" in k for k in keys)
-    assert load_model(tmp_path / "run", "cpu").net is not None
+    assert load(tmp_path / "run", "cpu").net is not None
 
 
 def _torchrun(tmp_path, device, nproc=2):
@@ -130,7 +132,7 @@ def test_torchrun_on_the_cpu_of_a_gpu_machine(tmp_path):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_torchrun_on_two_gpus_with_nccl(tmp_path):
     run = _torchrun(tmp_path, "cuda")
-    assert load_model(run, "cpu").net is not None
+    assert load(run, "cpu").net is not None
 
 
 def test_schedule_lookups_of_gpu_timesteps_stay_on_the_gpu():

@@ -100,11 +100,11 @@ def test_guidance_is_one_batched_pass_combined_in_eps(prediction):
     x_t = torch.randn(3, 1, 4, 4, generator=g)
     labels = torch.tensor([1, 7, 3])
     t = torch.tensor([5, 400, 999])
-    _, eps_c = den(x_t, t, labels)
-    _, eps_u = den(x_t, t, torch.full((3,), 10))
+    _, eps_c = den.bind(labels)(x_t, t)
+    _, eps_u = den.bind(torch.full((3,), 10))(x_t, t)
     net.calls.clear()
     w = 3.0
-    x0, eps = den(x_t, t, labels, guidance=w)
+    x0, eps = den.bind(labels, guidance=w)(x_t, t)
     assert len(net.calls) == 1 and net.calls[0][0] == 6  # one forward, conditional and unconditional halves
     assert net.calls[0][2].tolist() == [1, 7, 3, 10, 10, 10]
     torch.testing.assert_close(eps, eps_u + w * (eps_c - eps_u), rtol=1e-5, atol=1e-5)
@@ -120,7 +120,7 @@ def test_guidance_scale_one_is_the_plain_conditional_call():
     labels = torch.tensor([0, 4, 9])
     plain = net(x_t, torch.full((3,), 250.0), labels)
     net.calls.clear()
-    x0, eps = den(x_t, 250, labels, guidance=1.0)
+    x0, eps = den.bind(labels, guidance=1.0)(x_t, 250)
     assert len(net.calls) == 1 and net.calls[0][0] == 3 and net.calls[0][2].tolist() == [0, 4, 9]
     alpha, sigma = s.coefficients(250, x_t)
     torch.testing.assert_close(x0, x0_from_v(x_t, plain, alpha, sigma))
@@ -136,8 +136,34 @@ def test_conditional_net_without_labels_gets_the_no_label_class():
 def test_guidance_misuse_is_a_user_error():
     s = make_schedule("linear")
     with pytest.raises(UserError, match="unconditional"):
-        Denoiser(ToyNet(0), s)(torch.zeros(2, 1, 2, 2), 3, torch.tensor([1, 2]), guidance=2.0)
+        Denoiser(ToyNet(0), s, labels=torch.tensor([1, 2]), guidance=2.0)
     with pytest.raises(UserError, match="labels"):
-        Denoiser(ToyNet(10), s)(torch.zeros(2, 1, 2, 2), 3, None, guidance=2.0)
+        Denoiser(ToyNet(10), s).bind(None, guidance=2.0)
+    with pytest.raises(UserError, match="finite"):
+        Denoiser(ToyNet(10), s).bind(torch.tensor([1, 2]), guidance=float("nan"))
     with pytest.raises(UserError, match="'score'.*eps, x0, v"):
         Denoiser(ToyNet(0), s, "score")
+
+
+def test_guidance_interval_guides_only_between_its_noise_levels():
+    s = make_schedule("linear")
+    net = ToyNet(10)
+    labels = torch.tensor([1, 7])
+    x_t = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    den = Denoiser(net, s, labels=labels, guidance=3.0, guidance_interval=(0.5, 2.0))
+    for t in (50, 300, 600, 900):
+        level = s.sigma(t).item()
+        net.calls.clear()
+        _, eps = den(x_t, t)
+        inside = 0.5 < level <= 2.0
+        assert net.calls[0][0] == (4 if inside else 2), (t, level)
+        want = (den if inside else den.bind(labels))(x_t, t)[1]
+        torch.testing.assert_close(eps, want)
+    # Per-sample timesteps that straddle the interval: guided where inside, plain conditional elsewhere.
+    t = torch.tensor([50, 300])
+    assert s.sigma(50).item() < 0.5 < s.sigma(300).item() <= 2.0
+    _, eps = den(x_t, t)
+    _, guided = Denoiser(net, s, labels=labels, guidance=3.0)(x_t, t)
+    _, plain = den.bind(labels)(x_t, t)
+    torch.testing.assert_close(eps[0], plain[0])
+    torch.testing.assert_close(eps[1], guided[1])

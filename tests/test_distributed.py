@@ -13,8 +13,8 @@ from torch import nn
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.cli import main
 from mnist_diffusion.config import apply_overrides
-from mnist_diffusion.generate import load_model
 from mnist_diffusion.models import build_model
+from mnist_diffusion.pipeline import load
 from mnist_diffusion.recipes import get_recipe
 from mnist_diffusion.training import distributed as dist_utils
 from mnist_diffusion.training.loop import make_trainer
@@ -76,7 +76,7 @@ def test_two_ranks_stay_identical_and_the_checkpoint_resumes_on_one_process(tmp_
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert main(["train", "--resume", str(run), "--max-steps", "5", "--no-progress", "--no-samples"]) == 0
     assert ckpt.load_checkpoint(run / ckpt.STATE_FILE).info["step"] == 5
-    assert not load_model(run).net.training  # model.safetensors (the EMA) loads in one process too
+    assert not load(run).net.training  # model.safetensors (the EMA) loads in one process too
 
 
 def test_one_process_resume_is_exact(tmp_path):

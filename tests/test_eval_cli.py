@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_diffusion import assets
 from mnist_diffusion.cli import main
 from mnist_diffusion.data import load_split
-from mnist_diffusion.evaluation import quick_kid, reference, registry
+from mnist_diffusion.evaluation import evaluator_file, quick_kid, reference
 from mnist_diffusion.evaluation.network import EvaluatorConfig, FeatureNet
 
 
@@ -40,7 +41,7 @@ def test_evaluate_npz_end_to_end(tmp_path, test_images, capsys):
     report = json.loads(out_json.read_text())
     s, train, noise = report["samples"], report["baselines"]["train"], report["baselines"]["noise"]
     assert s["n"] == train["n"] == noise["n"] == 300
-    assert report["evaluator"]["sha256"] == registry.SHIPPED["mnist"].sha256
+    assert report["evaluator"]["sha256"] == assets.PACKAGED["evaluator-mnist"].sha256
     # real test digits: realistic, labelled correctly, not copies; noise: far away and unrecognisable
     assert s["label_accuracy"] > 0.97 and train["label_accuracy"] > 0.97
     assert noise["fid"] > 50 * max(s["fid"], train["fid"])
@@ -76,7 +77,7 @@ def test_bad_sample_files_get_one_clear_sentence(tmp_path, capsys, arrays, expec
 
 @pytest.mark.parametrize("argv, expected", [
     (["--metrics", "label_accuracy"], "has no 'labels' array, so label accuracy cannot be computed"),
-    (["--n", "20"], "holds 10 images but --n 20 was asked"),
+    (["--n", "20"], "holds 10 images but 20 were asked for"),
     (["--metrics", "fid,iss"], "unknown metric 'iss'"),
     (["--steps", "10"], "--steps applies only when PATH is a model"),
 ])
@@ -108,9 +109,9 @@ def test_reference_cache_is_keyed_on_evaluator_hash(tmp_path, monkeypatch):
     for seed in (0, 1):
         torch.manual_seed(seed)
         path = tmp_path / f"ev{seed}.safetensors"
-        sha = registry.save_evaluator(FeatureNet(EvaluatorConfig(widths=(4, 8, 8), depths=(1, 1, 1), feature_dim=16)),
+        sha = evaluator_file.save_evaluator(FeatureNet(EvaluatorConfig(widths=(4, 8, 8), depths=(1, 1, 1), feature_dim=16)),
                                       path, {"dataset": "toy"})
-        evs.append(registry.load_evaluator_file(path, sha))
+        evs.append(evaluator_file.load_evaluator_file(path, sha))
     first = reference.reference_stats(evs[0], "toy", images)
     files = list((tmp_path / "evaluation").glob("reference-toy-test-*.npz"))
     assert len(files) == 1 and evs[0].sha256[:16] in files[0].name
@@ -132,7 +133,7 @@ def test_evaluator_info(capsys):
 
 def test_evaluator_of_another_dataset_is_refused(tmp_path, capsys):
     weights = tmp_path / "toy.safetensors"
-    registry.save_evaluator(FeatureNet(EvaluatorConfig(widths=(4, 8, 8), depths=(1, 1, 1), feature_dim=16)),
+    evaluator_file.save_evaluator(FeatureNet(EvaluatorConfig(widths=(4, 8, 8), depths=(1, 1, 1), feature_dim=16)),
                             weights, {"dataset": "fashion-mnist"})
     path = _npz(tmp_path / "s.npz", images=np.zeros((10, 28, 28), np.uint8))
     assert main(["evaluate", path, "--evaluator", str(weights)]) == 2

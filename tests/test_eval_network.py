@@ -7,10 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mnist_diffusion import assets
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.evaluation import registry
+from mnist_diffusion.evaluation import evaluator_file
+from mnist_diffusion.evaluation.classifier_training import EvaluatorTrainConfig, random_shift, train_evaluator
 from mnist_diffusion.evaluation.network import EvaluatorConfig, FeatureNet, count_parameters
-from mnist_diffusion.evaluation.train import EvaluatorTrainConfig, random_shift, train_evaluator
+from mnist_diffusion.files import sha256_file
 
 TINY = EvaluatorConfig(widths=(4, 8, 8), depths=(1, 1, 1), feature_dim=16)
 
@@ -53,34 +55,34 @@ def _train_tiny(seed=0):
 
 def test_training_is_reproducible_to_the_byte(tmp_path):
     torch.set_num_threads(1)
-    hashes = [registry.save_evaluator(_train_tiny().net, tmp_path / f"{i}.safetensors", {"dataset": "toy"})
+    hashes = [evaluator_file.save_evaluator(_train_tiny().net, tmp_path / f"{i}.safetensors", {"dataset": "toy"})
               for i in range(2)]
     assert hashes[0] == hashes[1]
-    other = registry.save_evaluator(_train_tiny(seed=1).net, tmp_path / "other.safetensors", {"dataset": "toy"})
+    other = evaluator_file.save_evaluator(_train_tiny(seed=1).net, tmp_path / "other.safetensors", {"dataset": "toy"})
     assert other != hashes[0]
 
 
 def test_saved_file_is_plain_safetensors_with_metadata(tmp_path):
     net = FeatureNet(TINY)
     path = tmp_path / "ev.safetensors"
-    sha = registry.save_evaluator(net, path, {"dataset": "toy", "train_command": "x"})
+    sha = evaluator_file.save_evaluator(net, path, {"dataset": "toy", "train_command": "x"})
     assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
     tensors = load_file(path)
     assert set(tensors) == set(net.state_dict())
-    ev = registry.load_evaluator_file(path, expected_sha256=sha)
+    ev = evaluator_file.load_evaluator_file(path, expected_sha256=sha)
     assert ev.net.config == TINY and ev.metadata["train_command"] == "x" and ev.sha256 == sha
     assert not ev.net.training
 
 
 def test_hash_check_refuses_tampered_weights(tmp_path):
     path = tmp_path / "ev.safetensors"
-    sha = registry.save_evaluator(FeatureNet(TINY), path, {"dataset": "toy"})
+    sha = evaluator_file.save_evaluator(FeatureNet(TINY), path, {"dataset": "toy"})
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01  # flip one bit of the last weight
     path.write_bytes(bytes(data))
     actual = hashlib.sha256(bytes(data)).hexdigest()
     with pytest.raises(UserError) as info:
-        registry.load_evaluator_file(path, expected_sha256=sha)
+        evaluator_file.load_evaluator_file(path, expected_sha256=sha)
     message = str(info.value)
     assert str(path) in message and sha in message and actual in message
 
@@ -89,13 +91,14 @@ def test_not_an_evaluator_file_is_refused(tmp_path):
     path = tmp_path / "junk.safetensors"
     path.write_bytes(b"not a safetensors file at all")
     with pytest.raises(UserError, match="junk.safetensors"):
-        registry.load_evaluator_file(path, expected_sha256=None)
+        evaluator_file.load_evaluator_file(path, expected_sha256=None)
 
 
 def test_shipped_evaluator_matches_its_pinned_hash():
-    for dataset, spec in registry.SHIPPED.items():
-        path = registry.ASSETS / spec.filename
-        assert registry.sha256_file(path) == spec.sha256, f"{path} does not match registry.SHIPPED"
-        ev = registry.load_evaluator(dataset)
+    for name in assets.names("evaluator"):
+        spec, dataset = assets.PACKAGED[name], name.removeprefix("evaluator-")
+        path = assets.directory() / spec.filename
+        assert sha256_file(path) == spec.sha256, f"{path} does not match its entry in assets.PACKAGED"
+        ev = evaluator_file.load_evaluator(dataset)
         assert ev.sha256 == spec.sha256 and ev.metadata["dataset"] == dataset
         assert "mnist-diffusion evaluator train" in ev.metadata["train_command"]

@@ -10,18 +10,19 @@ import torch
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.cli import main
 from mnist_diffusion.config import ModelConfig, RunConfig, with_changes
-from mnist_diffusion.data import load_split
+from mnist_diffusion.data import load_split, to_float, training_images
 from mnist_diffusion.errors import CheckpointError
-from mnist_diffusion.generate import generate, load_model
 from mnist_diffusion.latent import (
     FrozenAutoencoder,
     load_autoencoder,
-    measure_scale,
     read_autoencoder,
     reconstruction_psnr,
     weights_sha256,
 )
 from mnist_diffusion.models.autoencoder import Autoencoder
+from mnist_diffusion.pipeline import load
+from mnist_diffusion.training.latent_binding import measure_scale
+from mnist_diffusion.training.packaging import package_pipeline
 
 torch.set_num_threads(1)
 COMMON = ["--limit", "128", "--set", "train.batch_size=64", "--set", "train.threads=1", "--no-progress"]
@@ -54,8 +55,6 @@ def test_latent_scale_gives_unit_std_on_the_training_latents():
     images, _ = load_split("mnist", "train")
     images = images[:128]
     scale = measure_scale(ae, images, "signed", batch_size=50)  # batches must not change the result
-    from mnist_diffusion.data import to_float
-
     z = ae.encode(to_float(images, "signed")) * scale
     assert z.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
 
@@ -66,21 +65,20 @@ def test_ldm_run_records_its_autoencoder(runs):
     ae = read_autoencoder(ckpt.resolve_model_path(ae_dir))
     assert cfg["autoencoder_sha256"] == ae.sha256 and len(ae.sha256) == 64
     assert cfg["scale"] > 0 and cfg["shape"] == [4, 7, 7]
-    from mnist_diffusion.training.loop import load_training_images
-
-    images, _ = load_training_images(load_model(ldm_dir).cfg, torch.device("cpu"))
+    images, _ = training_images(load(ldm_dir).config.data)
     assert measure_scale(ae, images, "signed") == pytest.approx(cfg["scale"], rel=1e-9)
 
 
 def test_ldm_checkpoint_round_trip_and_sampling(runs, tmp_path):
     _, ldm_dir = runs
-    model = load_model(ldm_dir)
-    assert model.cfg.latent is not None and model.autoencoder is not None
+    model = load(ldm_dir)
+    assert model.config.latent is not None and model.autoencoder is not None
     state = ckpt.load_checkpoint(ldm_dir / ckpt.STATE_FILE)
-    assert state.config == model.cfg  # the training state carries the same bound config
-    images, labels = generate(model, 6, steps=3, labels="0-9", guidance=2.0, seed=1)
+    assert state.config == model.config  # the training state carries the same bound config
+    out = model.sample(6, steps=3, labels="0-9", guidance=2.0, seed=1)
+    images, labels = out.images, out.labels
     assert images.dtype == np.uint8 and images.shape == (6, 28, 28) and labels.tolist() == [0, 1, 2, 3, 4, 5]
-    again, _ = generate(model, 3, steps=3, labels=[3, 4, 5], guidance=2.0, seed=4)  # image i uses seed + i
+    again = model.sample(3, steps=3, labels=[3, 4, 5], guidance=2.0, seed=4).images  # image i uses seed + i
     assert np.array_equal(images[3:], again)
     npz = tmp_path / "s.npz"
     assert main(["sample", str(ldm_dir), "--n", "4", "--steps", "2", "--out", str(tmp_path / "s.png"),
@@ -109,7 +107,7 @@ def _other_autoencoder(ae_dir, out):
 def test_a_different_autoencoder_is_refused(runs, tmp_path, capsys):
     ae_dir, ldm_dir = runs
     other = _other_autoencoder(ae_dir, tmp_path / "other.safetensors")
-    cfg = load_model(ldm_dir).cfg
+    cfg = load(ldm_dir).config
     pinned = cfg.latent.autoencoder_sha256
     swapped = with_changes(cfg, latent={"autoencoder": str(other)})
     with pytest.raises(CheckpointError) as info:
@@ -118,7 +116,7 @@ def test_a_different_autoencoder_is_refused(runs, tmp_path, capsys):
     assert pinned in message and read_autoencoder(other).sha256 in message
     # A training-state checkpoint pointed at the other autoencoder is refused on load, too.
     path = tmp_path / "swapped.safetensors"
-    ckpt.save_model(path, swapped, load_model(ldm_dir).net.state_dict())
+    ckpt.save_model(path, swapped, load(ldm_dir).net.state_dict())
     assert main(["sample", str(path), "--n", "2", "--out", str(tmp_path / "x.png")]) == 2
     assert "hashes to" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
 
@@ -139,8 +137,9 @@ def test_bad_latent_settings_write_nothing(runs, tmp_path, capsys, setting, word
 
 def test_autoencoder_run_samples_are_reconstructions(runs, tmp_path):
     ae_dir, _ = runs
-    model = load_model(ae_dir)
-    rec, labels = generate(model, 5, seed=2)
+    model = load(ae_dir)
+    out = model.sample(5, seed=2)
+    rec, labels = out.images, out.labels
     test_images, test_labels = load_split("mnist", "test")
     assert rec.shape == (5, 28, 28) and labels.tolist() == test_labels[2:7].tolist()
     assert 0 < reconstruction_psnr(test_images[2:7], rec) < 100
@@ -150,12 +149,10 @@ def test_autoencoder_run_samples_are_reconstructions(runs, tmp_path):
 
 
 def test_package_pipeline_names_the_packaged_autoencoder(runs, tmp_path):
-    from mnist_diffusion.latent import package_pipeline
-
     ae_dir, ldm_dir = runs
     ldm_path, ae_path = package_pipeline(ldm_dir, tmp_path, {"note": "test"})
     packed = ckpt.load_checkpoint(ldm_path)
-    original = load_model(ldm_dir).cfg
+    original = load(ldm_dir).config
     assert packed.config.latent.autoencoder == "ldm-ae" and packed.info["note"] == "test"
     assert packed.config.latent.autoencoder_sha256 == original.latent.autoencoder_sha256
     assert read_autoencoder(ae_path).sha256 == read_autoencoder(ckpt.resolve_model_path(ae_dir)).sha256
@@ -163,10 +160,8 @@ def test_package_pipeline_names_the_packaged_autoencoder(runs, tmp_path):
 
 
 def test_package_pipeline_can_set_the_shipped_guidance(runs, tmp_path):
-    from mnist_diffusion.latent import package_pipeline
-
     _, ldm_dir = runs
     ldm_path, _ = package_pipeline(ldm_dir, tmp_path, guidance=2.5)
     packed = ckpt.load_checkpoint(ldm_path).config
     assert packed.sample.guidance == 2.5
-    assert packed.model == load_model(ldm_dir).cfg.model
+    assert packed.model == load(ldm_dir).config.model

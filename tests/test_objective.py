@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from mnist_diffusion.diffusion.ddpm_loss import diffusion_loss, drop_labels, min_snr_weight
 from mnist_diffusion.diffusion.denoiser import target_for
-from mnist_diffusion.diffusion.objective import diffusion_loss, drop_labels, min_snr_weight
 from mnist_diffusion.diffusion.schedule import make_schedule
-from mnist_diffusion.diffusion.seed import corrupt, sample_seed, seed_loss
+from mnist_diffusion.diffusion.tutorial import corrupt, sample_tutorial, tutorial_loss
 from mnist_diffusion.errors import UserError
 
 
@@ -126,10 +126,10 @@ def test_corrupt_blends_with_uniform_noise():
     torch.testing.assert_close(a, x * (1 - a4) + torch.rand_like(x) * a4)
 
 
-def test_seed_loss_is_mse_to_the_clean_image_and_trains():
+def test_tutorial_loss_is_mse_to_the_clean_image_and_trains():
     x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     scale = torch.nn.Parameter(torch.tensor(1.0))
-    loss = seed_loss(lambda z: scale * z, x, torch.Generator().manual_seed(2))
+    loss = tutorial_loss(lambda z: scale * z, x, torch.Generator().manual_seed(2))
     replay = torch.Generator().manual_seed(2)
     amount = torch.rand(5, generator=replay)
     noisy = corrupt(x, amount, replay)
@@ -138,18 +138,19 @@ def test_seed_loss_is_mse_to_the_clean_image_and_trains():
     assert scale.grad is not None and scale.grad.abs() > 0
 
 
-def test_seed_sampler_mixes_one_over_remaining_steps_and_ends_on_the_prediction():
+def test_tutorial_sampler_mixes_one_over_remaining_steps_and_ends_on_the_prediction():
     steps, c = 6, 0.3
     x = torch.rand(2, 1, 3, 3, generator=torch.Generator().manual_seed(0))
     seen = []
-    sample_seed(lambda z: torch.full_like(z, c), x, steps, callback=lambda i, xi, p: seen.append((i, xi, p)))
+    sample_tutorial(lambda z: torch.full_like(z, c), x, steps,
+                    callback=lambda s: seen.append((s["i"], s["x_t"], s["x0"])))
     # A constant prediction c turns x <- x(1-m) + c m, m = 1/(steps - i), into a straight line to c.
     for k, (i, xi, p) in enumerate(seen):
         assert i == k
         torch.testing.assert_close(xi, c + (x - c) * (steps - k) / steps)
         assert torch.all(p == c)
     seen.clear()
-    out = sample_seed(lambda z: 0.5 * z + 0.1, x, steps, callback=lambda i, xi, p: seen.append(p))
+    out = sample_tutorial(lambda z: 0.5 * z + 0.1, x, steps, callback=lambda s: seen.append(s["x0"]))
     assert len(seen) == steps and torch.equal(out, seen[-1])
     with pytest.raises(UserError, match="got 0"):
-        sample_seed(lambda z: z, x, 0)
+        sample_tutorial(lambda z: z, x, 0)

@@ -1,19 +1,16 @@
 """Samplers against the exact denoiser of Gaussian data, plus their bookkeeping (grid, NFE, noise, errors)."""
 
 import math
+import typing
 
 import pytest
 import torch
 
+from mnist_diffusion.config import SamplerName
 from mnist_diffusion.diffusion.denoiser import Denoiser, target_for
-from mnist_diffusion.diffusion.samplers import (
-    SAMPLERS,
-    function_evaluations,
-    sample,
-    sample_ddim,
-    sample_ddpm,
-)
+from mnist_diffusion.diffusion.samplers import SAMPLERS, function_evaluations, sample, sample_ddim, sample_ddpm
 from mnist_diffusion.diffusion.schedule import karras_timesteps, make_schedule, timestep_grid
+from mnist_diffusion.diffusion.tutorial import sample_tutorial
 from mnist_diffusion.errors import UserError
 
 MU, S = 0.4, 0.5  # per-pixel data distribution N(MU, S^2)
@@ -160,8 +157,10 @@ def test_callback_sees_exactly_the_grid_and_the_result_is_the_last_x0(name, grid
     den = Denoiser(net, s)
     seen = []
     x_T, g = _noise(n=8)
-    def callback(i, t, x_t, x0):
-        seen.append((i, t, x_t, x0))
+
+    def callback(step):
+        assert step["steps"] == len(grid) and step["denoised"] is step["x0"]
+        seen.append((step["i"], step["t"], step["x_t"], step["x0"]))
 
     out = SAMPLERS[name](den, x_T, grid, generator=g, callback=callback)
     expected = grid.tolist() if torch.is_tensor(grid) else grid
@@ -178,10 +177,10 @@ def test_guidance_and_labels_reach_the_network_in_one_batch():
     den = Denoiser(net, s)
     x_T, g = _noise(n=4)
     labels = torch.tensor([0, 3, 3, 9])
-    plain = sample("dpmpp_2m", den, x_T, 5, labels=labels)
+    plain = sample("dpmpp_2m", den.bind(labels), x_T, 5)
     assert all(b == 4 and torch.equal(y, labels) for b, y in net.calls)
     net.calls.clear()
-    guided = sample("dpmpp_2m", den, x_T, 5, labels=labels, guidance=4.0)
+    guided = sample("dpmpp_2m", den.bind(labels, guidance=4.0), x_T, 5)
     assert len(net.calls) == 5 and all(b == 8 for b, _ in net.calls)
     assert net.calls[0][1].tolist() == [0, 3, 3, 9, 10, 10, 10, 10]
     torch.testing.assert_close(guided, plain)  # this net ignores labels, so guidance changes nothing
@@ -200,10 +199,10 @@ def test_dispatcher_errors_name_the_value_and_the_choices():
     with pytest.raises(UserError, match="eta=0.5.*'heun'"):
         sample("heun", den, x, 10, eta=0.5)
     with pytest.raises(UserError, match="unconditional"):
-        sample("ddim", den, x, 10, labels=torch.tensor([1, 2]))
+        den.bind(torch.tensor([1, 2]))
     cond = Denoiser(GaussianNet(s, num_classes=10), s)
     with pytest.raises(UserError, match=r"\[0, 10\]"):
-        sample("ddim", cond, x, 10, labels=torch.tensor([1, 11]))
+        cond.bind(torch.tensor([1, 11]))
     with pytest.raises(UserError, match="strictly descending"):
         sample_ddim(den, x, [10, 500])
 
@@ -215,3 +214,47 @@ def test_clipping_denoiser_keeps_samples_in_the_data_range(name):
     x_T, g = _noise(n=500)
     x = sample(name, den, x_T, 10, generator=g)
     assert x.min() == 0.0 and x.max() == 1.0
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_a_callback_that_returns_x_t_unchanged_changes_nothing_and_a_replacement_steers(name):
+    s = make_schedule("linear")
+    den = Denoiser(GaussianNet(s), s)
+    x_T, _ = _noise(n=200, dtype=torch.float64)
+    grid = timestep_grid(1000, 10, "trailing")
+    plain = SAMPLERS[name](den, x_T, grid, generator=torch.Generator().manual_seed(0))
+    same = SAMPLERS[name](den, x_T, grid, generator=torch.Generator().manual_seed(0),
+                          callback=lambda step: step["x_t"].clone())
+    torch.testing.assert_close(same, plain, rtol=1e-12, atol=1e-12)
+
+    # Replacement (Song et al. 2021): at every step put x_t back on the noised path of the known value 0.9
+    # for the first half of the batch; the samples there are drawn towards it, the rest are untouched.
+    def known(step):
+        ab = s.alpha_bar(torch.tensor(step["t"])).item()
+        x = step["x_t"].clone()
+        x[:100] = math.sqrt(ab) * 0.9 + math.sqrt(1 - ab) * x_T[:100]
+        return x
+
+    steered = SAMPLERS[name](den, x_T, grid, generator=torch.Generator().manual_seed(0), callback=known)
+    assert abs(steered[:100].mean() - 0.9) + 0.05 < abs(plain[:100].mean() - 0.9)
+    if name != "ddpm":  # ancestral noise is drawn for the whole batch, so the other half sees other noise
+        torch.testing.assert_close(steered[100:], plain[100:], rtol=1e-12, atol=1e-12)
+
+
+def test_the_tutorial_sampler_shares_the_callback_contract():
+    x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    def callback(step):
+        seen.append((step["i"], step["t"], step["steps"]))
+        return torch.zeros_like(step["x_t"]) if step["i"] == 0 else None
+
+    net = lambda z: 0.5 * z + 0.1  # noqa: E731
+    out = sample_tutorial(net, x, 4, callback=callback)
+    assert seen == [(0, 1.0, 4), (1, 0.75, 4), (2, 0.5, 4), (3, 0.25, 4)]
+    # Step 0 goes on from the replacement (zeros) with its prediction net(x), mix 1/4; the rest is a 3-step run.
+    torch.testing.assert_close(out, sample_tutorial(net, net(x) / 4, 3))
+
+
+def test_sampler_registry_matches_the_declared_choices():
+    assert set(SAMPLERS) | {"tutorial"} == set(typing.get_args(SamplerName))

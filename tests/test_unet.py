@@ -145,7 +145,7 @@ def test_batch_items_are_independent():
 @pytest.mark.parametrize("attention", [False, True])
 @pytest.mark.parametrize("blocks", [1, 2])
 def test_options_build_and_keep_shape(attention, blocks):
-    net = _net(attention_7x7=attention, blocks_per_level=blocks, channels=(8, 16), groups=8)
+    net = _net(mid_attention=attention, blocks_per_level=blocks, channels=(8, 16), groups=8)
     x = torch.randn(2, 1, 28, 28)
     assert net(x, torch.tensor([0.0, 5.0])).shape == x.shape
 

@@ -1,3 +1,27 @@
-"""mnist-diffusion: diffusion models for MNIST, from the seed tutorial's toy denoiser to guided DDPM and LDM."""
+"""mnist-diffusion: diffusion models for MNIST, from the seed tutorial's toy denoiser to guided DDPM and LDM.
+
+    import mnist_diffusion
+    pipe = mnist_diffusion.load()                   # packaged 'ddpm-cond'; or 'ldm', a run directory, a file
+    out = pipe.sample(20, labels=[3] * 20, seed=1)  # out.images: uint8 (20, 28, 28); out.grid(): a PIL image
+    run = mnist_diffusion.train("ddpm-cond", out="runs/c", train={"max_steps": 200})
+    report = mnist_diffusion.evaluate(run, n=1000)
+
+See docs/api.md.
+"""
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a small machine shared with other work, spinning threads
+# steal the cores the busy ones need (benchmarks/results/sampling_speed.md). Set before torch loads, because
+# OpenMP reads it once; a value the user exported wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+from mnist_diffusion.api import evaluate, resolve_run, train  # noqa: E402
+from mnist_diffusion.assets import PACKAGED  # noqa: E402
+from mnist_diffusion.errors import UserError  # noqa: E402
+from mnist_diffusion.pipeline import Pipeline, SampleResult, load  # noqa: E402
+
+__all__ = ["PACKAGED", "Pipeline", "SampleResult", "UserError", "evaluate", "load", "resolve_run", "train",
+           "__version__"]

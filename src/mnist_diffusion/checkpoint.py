@@ -13,8 +13,6 @@ No pickle anywhere: tensors go in safetensors, everything else in JSON metadata.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,35 +20,15 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
 
-from mnist_diffusion.config import FORMAT_VERSION, RunConfig, load_run_config
+from mnist_diffusion import assets
+from mnist_diffusion.config import FORMAT_VERSION, ConfigError, RunConfig, load_run_config
 from mnist_diffusion.errors import CheckpointError
+from mnist_diffusion.files import atomic_write
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "checkpoint.safetensors"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename over `path`, so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs should read like any other file
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _metadata(cfg: RunConfig, kind: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
@@ -103,35 +81,65 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", expect_kind:
     meta = read_metadata(path)
     if "config" not in meta or "format_version" not in meta:
         raise CheckpointError(f"{path} has no mnist-diffusion config in its metadata; it was not written by this tool.")
-    version = int(meta["format_version"])
-    if version != FORMAT_VERSION:
+    version = meta["format_version"]
+    if version != str(FORMAT_VERSION):
         raise CheckpointError(
             f"{path} has checkpoint format version {version}, but this version of mnist-diffusion reads "
             f"version {FORMAT_VERSION}; use the release that wrote it."
         )
     kind = meta.get("kind", "model")
+    if kind not in ("model", "training-state"):
+        raise CheckpointError(f"{path} says it holds a {kind!r} checkpoint; this tool writes 'model' and "
+                              "'training-state' checkpoints only.")
     if expect_kind and kind != expect_kind:
         raise CheckpointError(f"{path} holds a {kind} checkpoint, but a {expect_kind} checkpoint is needed here.")
     try:
         cfg = load_run_config(json.loads(meta["config"]), str(path))
+        info = {k: json.loads(v) for k, v in meta.items() if k not in ("config", "format_version", "kind")}
         tensors = load_file(str(path), device=str(device))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
     except (SafetensorError, OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is corrupt and cannot be read ({e}).") from None
-    info = {k: json.loads(v) for k, v in meta.items() if k not in ("config", "format_version", "kind")}
     return Loaded(path=path, config=cfg, kind=kind, tensors=tensors, info=info)
 
 
-def resolve_model_path(path: str | Path) -> Path:
-    """A run directory -> its model.safetensors; a file -> itself. Names what is missing otherwise."""
-    p = Path(path)
+def resolve_model_path(path_or_name: str | Path | None) -> Path:
+    """None -> the default packaged model; a packaged name ('ddpm-cond', 'ldm-ae', ...) -> its verified file;
+    a run directory -> its model.safetensors (else its checkpoint); a file -> itself. Names what is missing."""
+    if path_or_name is None:
+        return assets.packaged_path(assets.DEFAULT_MODEL)
+    p = Path(path_or_name)
+    if assets.is_packaged(path_or_name) and not p.exists():
+        return assets.packaged_path(str(path_or_name))
     if p.is_dir():
         for name in (MODEL_FILE, STATE_FILE):
             if (p / name).is_file():
                 return p / name
         raise CheckpointError(f"Run directory {p} holds no {MODEL_FILE} yet; train it first or give a checkpoint file.")
     if not p.exists():
-        raise CheckpointError(f"{p} does not exist; give a run directory or a .safetensors checkpoint.")
+        packaged = ", ".join(n for n in assets.PACKAGED if assets.PACKAGED[n].kind != "evaluator")
+        raise CheckpointError(f"{p} does not exist; give a run directory, a .safetensors checkpoint or a packaged "
+                              f"name ({packaged}).")
     return p
+
+
+def model_weights(loaded: Loaded) -> dict[str, torch.Tensor]:
+    """The weights that sample from a checkpoint of either kind: a training state's EMA if it has one, else its
+    raw weights; a model file's weights as they are."""
+    if loaded.kind == "training-state":
+        return split_prefix(loaded.tensors, "ema") or split_prefix(loaded.tensors, "model")
+    return loaded.tensors
+
+
+def load_weights(net: nn.Module, weights: dict[str, torch.Tensor], path: Path | str) -> nn.Module:
+    """`net.load_state_dict(weights)`, with a mismatch reported as a CheckpointError naming `path`."""
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path} does not match the network its config describes ({first}).") from None
+    return net
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

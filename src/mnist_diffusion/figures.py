@@ -21,8 +21,42 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mnist_diffusion.data import load_split, to_float, to_uint8  # noqa: E402
-from mnist_diffusion.generate import LoadedModel, generate, load_model  # noqa: E402
-from mnist_diffusion.images import grid  # noqa: E402
+from mnist_diffusion.diffusion.schedule import make_schedule  # noqa: E402
+from mnist_diffusion.diffusion.tutorial import corrupt  # noqa: E402
+from mnist_diffusion.images import grid, save_gif  # noqa: E402
+from mnist_diffusion.latent import FrozenAutoencoder, reconstruct, reconstruction_psnr  # noqa: E402
+from mnist_diffusion.pipeline import Pipeline, SampleResult, load  # noqa: E402
+
+
+class Trajectory:
+    """A sampling callback that keeps, at every sampler step, x_t and the x0 estimate of the first `keep`
+    images (uint8 (k, 28, 28) each), whatever the batch size."""
+
+    def __init__(self, value_range: str, keep: int = 16):
+        self.value_range, self.keep = value_range, keep
+        self.x_t: dict[int, list[np.ndarray]] = {}
+        self.x0: dict[int, list[np.ndarray]] = {}
+        self.t: dict[int, float] = {}
+
+    def __call__(self, step: dict) -> None:
+        take = self.keep - step.get("start", 0)
+        if take <= 0:
+            return
+        i = step["i"]
+        self.t[i] = step["t"]
+        self.x_t.setdefault(i, []).append(to_uint8(step["x_t"][:take].float().cpu(), self.value_range))
+        self.x0.setdefault(i, []).append(to_uint8(step["x0"][:take].float().cpu(), self.value_range))
+
+    def steps(self) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """(t, x_t, x0) per sampler step, in order."""
+        return [(self.t[i], np.concatenate(self.x_t[i]), np.concatenate(self.x0[i])) for i in sorted(self.t)]
+
+
+def write_trajectory_gif(trajectory: Trajectory, result: SampleResult, path: Path, pipe: Pipeline) -> Path:
+    """The denoising as an animated GIF: the running x0 estimate per step, then the final digits."""
+    frames = [grid(x0, nrow=8) for _, _, x0 in trajectory.steps()]
+    frames.append(grid(result.images[: trajectory.keep], nrow=8))
+    return save_gif(frames, path)
 
 
 def _show(ax, images_uint8: np.ndarray, title: str | None = None, nrow: int | None = None) -> None:
@@ -42,8 +76,6 @@ def _save(fig, path: Path) -> Path:
 
 def corruption_figure(x: torch.Tensor, out: Path) -> Path:
     """Seed figure 1: a batch (in [0, 1]) and the same batch corrupted with amount = linspace(0, 1)."""
-    from mnist_diffusion.diffusion.seed import corrupt
-
     amount = torch.linspace(0, 1, x.shape[0])
     noised = corrupt(x, amount, generator=torch.Generator().manual_seed(0))
     fig, axs = plt.subplots(2, 1, figsize=(12, 4))
@@ -53,10 +85,8 @@ def corruption_figure(x: torch.Tensor, out: Path) -> Path:
 
 
 @torch.no_grad()
-def one_shot_figure(model: LoadedModel, x: torch.Tensor, out: Path) -> Path:
+def one_shot_figure(model: Pipeline, x: torch.Tensor, out: Path) -> Path:
     """Seed figure 2: input / corrupted / one-shot prediction as the amount rises."""
-    from mnist_diffusion.diffusion.seed import corrupt
-
     amount = torch.linspace(0, 1, x.shape[0])
     noised = corrupt(x, amount, generator=torch.Generator().manual_seed(0))
     pred = model.net(noised.to(model.device)).cpu()
@@ -67,27 +97,19 @@ def one_shot_figure(model: LoadedModel, x: torch.Tensor, out: Path) -> Path:
     return _save(fig, out)
 
 
-def steps_figure(model: LoadedModel, out: Path, n: int = 8, steps: int | None = None, seed: int = 0,
+def steps_figure(model: Pipeline, out: Path, n: int = 8, steps: int | None = None, seed: int = 0,
                  guidance: float | None = None) -> Path:
     """Per sampling step: the model input x_t (left) and the model's prediction of the clean image (right)."""
-    xs, preds = [], []
-    vr = model.cfg.data.value_range
-
-    def callback(*a):
-        if model.cfg.diffusion.kind == "seed":  # (step, x_input, pred)
-            xs.append(a[1].cpu()), preds.append(a[2].cpu())
-        else:  # (i, t, x_t, x0_pred)
-            xs.append(a[2].cpu()), preds.append(a[3].cpu())
-
-    steps = steps or model.cfg.sample.steps
-    generate(model, n, steps=steps, seed=seed, guidance=guidance, callback=callback)
-    rows = len(xs)
+    trajectory = Trajectory(model.value_range, keep=n)
+    model.sample(n, steps=steps, seed=seed, guidance=guidance, callback=trajectory)
+    recorded = trajectory.steps()
+    rows = len(recorded)
     fig, axs = plt.subplots(rows, 2, figsize=(9, 0.75 * rows + 0.8), squeeze=False)
     axs[0, 0].set_title("x (model input)", fontsize=9)
     axs[0, 1].set_title("model prediction", fontsize=9)
-    for i in range(rows):
-        _show(axs[i, 0], to_uint8(xs[i], vr), nrow=n)
-        _show(axs[i, 1], to_uint8(preds[i], vr), nrow=n)
+    for i, (_, x_t, x0) in enumerate(recorded):
+        _show(axs[i, 0], x_t, nrow=n)
+        _show(axs[i, 1], x0, nrow=n)
     return _save(fig, out)
 
 
@@ -118,12 +140,10 @@ def loss_figure(rows: list[dict], out: Path) -> Path | None:
     return _save(fig, out)
 
 
-def snr_figure(model: LoadedModel, out: Path) -> Path:
+def snr_figure(model: Pipeline, out: Path) -> Path:
     """log SNR(t) = log(alpha_bar / (1 - alpha_bar)) of the run's schedule, beside the other schedule."""
-    from mnist_diffusion.diffusion.schedule import make_schedule
-
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    d = model.cfg.diffusion
+    d = model.config.diffusion
     for name in ("linear", "cosine"):
         s = make_schedule(name, d.timesteps)
         ab = s.alphas_cumprod.double()
@@ -134,9 +154,9 @@ def snr_figure(model: LoadedModel, out: Path) -> Path:
     return _save(fig, out)
 
 
-def guidance_figure(model: LoadedModel, out: Path, scales=(1.0, 1.5, 2.0, 3.0, 5.0), seed: int = 0) -> Path:
+def guidance_figure(model: Pipeline, out: Path, scales=(1.0, 1.5, 2.0, 3.0, 5.0), seed: int = 0) -> Path:
     """Rows = digits 0-9, columns = guidance scales; the same starting noise in every column."""
-    columns = [generate(model, 10, labels="0-9", guidance=w, seed=seed)[0] for w in scales]
+    columns = [model.sample(10, labels="0-9", guidance=w, seed=seed).images for w in scales]
     images = np.stack(columns, axis=1).reshape(-1, 28, 28)
     fig, ax = plt.subplots(figsize=(1.0 * len(scales) + 1, 8))
     _show(ax, images, None, nrow=len(scales))
@@ -146,20 +166,15 @@ def guidance_figure(model: LoadedModel, out: Path, scales=(1.0, 1.5, 2.0, 3.0, 5
     return _save(fig, out)
 
 
-def _autoencoder_of(model: LoadedModel):
+def _autoencoder_of(model: Pipeline):
     """(FrozenAutoencoder, scale) for a latent run (its own scale) or an autoencoder run (scale 1)."""
-    from mnist_diffusion.generate import latent_autoencoder
-    from mnist_diffusion.latent import FrozenAutoencoder
-
-    if model.cfg.model.kind == "autoencoder":
-        return FrozenAutoencoder(model.net, model.cfg, "", model.path), 1.0
-    return latent_autoencoder(model), model.cfg.latent.scale
+    if model.config.model.kind == "autoencoder":
+        return FrozenAutoencoder(model.net, model.config, "", model.path), 1.0
+    return model.autoencoder, model.config.latent.scale
 
 
 def reconstruction_figure(ae, images: np.ndarray, out: Path) -> Path:
     """Test digits (top) and the autoencoder's reconstructions through the posterior mean (bottom), with PSNR."""
-    from mnist_diffusion.latent import reconstruct, reconstruction_psnr
-
     rec = reconstruct(ae, images)
     fig, axs = plt.subplots(2, 1, figsize=(12, 2.4))
     _show(axs[0], images, "Test digits", nrow=len(images))
@@ -202,10 +217,10 @@ def interpolation_figure(ae, a: np.ndarray, b: np.ndarray, out: Path, n: int = 1
     return _save(fig, out)
 
 
-def autoencoder_figures(model: LoadedModel, out_dir: Path) -> list[Path]:
+def autoencoder_figures(model: Pipeline, out_dir: Path) -> list[Path]:
     """The autoencoder's reconstructions, latent channels and a latent interpolation, on test digits."""
     ae, scale = _autoencoder_of(model)
-    images, labels = load_split(model.cfg.data.dataset, "test", model.cfg.data.data_dir)
+    images, labels = load_split(model.config.data.dataset, "test", model.config.data.data_dir)
     first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]  # one of each digit
     return [
         reconstruction_figure(ae, images[:16], out_dir / "autoencoder_reconstructions.png"),
@@ -217,12 +232,12 @@ def autoencoder_figures(model: LoadedModel, out_dir: Path) -> list[Path]:
 def write_figures(run_dir: Path, out_dir: Path | None = None, seed: int = 0) -> list[Path]:
     """Every figure that applies to the run in `run_dir`; returns the written paths."""
     run_dir = Path(run_dir)
-    model = load_model(run_dir)
+    model = load(run_dir)
     out_dir = Path(out_dir or run_dir / "figures")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    cfg = model.cfg
-    if cfg.diffusion.kind == "seed":
+    cfg = model.config
+    if cfg.diffusion.kind == "tutorial":
         images, _ = load_split(cfg.data.dataset, "test", cfg.data.data_dir)
         x = to_float(images[:8], "unit")
         written.append(corruption_figure(x, out_dir / "1_corruption.png"))

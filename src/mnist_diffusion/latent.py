@@ -16,20 +16,18 @@ and a deterministic encoding makes the scale and the training targets reproducib
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mnist_diffusion import assets
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.config import ConfigError, LatentConfig, RunConfig
-from mnist_diffusion.errors import CheckpointError, UserError
+from mnist_diffusion.data import to_float, to_uint8
+from mnist_diffusion.errors import CheckpointError
 from mnist_diffusion.models.autoencoder import Autoencoder
-
-PACKAGED = {"ldm-ae": "ldm-ae.safetensors"}  # autoencoders shipped in mnist_diffusion/assets
-SCALE_IMAGES = 10_000  # training images the latent scale is measured on (its std is stable far below this)
 
 
 @dataclass
@@ -55,6 +53,10 @@ class FrozenAutoencoder:
         """Unscaled latents (B, C, 7, 7) -> images (B, c, 28, 28) in the autoencoder's data range [-1, 1]."""
         return self.net.decode(z)
 
+    def to(self, device: str | torch.device) -> "FrozenAutoencoder":
+        self.net.to(device)
+        return self
+
 
 def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over the weights themselves (sorted names, dtypes, shapes, bytes), not the file.
@@ -70,42 +72,24 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def packaged_path(name: str) -> Path:
-    """The file of a packaged autoencoder ('ldm-ae')."""
-    path = Path(str(resources.files("mnist_diffusion") / "assets" / PACKAGED[name]))
-    if not path.is_file():
-        raise UserError(f"The packaged autoencoder {name!r} is missing from {path.parent}; reinstall mnist-diffusion.")
-    return path
-
-
-def _packaged_with_hash(sha256: str) -> Path | None:
-    for name in PACKAGED:
-        try:
-            path = packaged_path(name)
-        except UserError:
-            continue
-        if sha256 and read_autoencoder(path).sha256 == sha256:
-            return path
-    return None
-
-
 def resolve_reference(reference: str, sha256: str = "") -> Path:
     """A packaged name, run directory or file -> the autoencoder's weights file.
 
     A path that no longer exists falls back to a packaged autoencoder with the same weights hash (so a
     shipped model keeps working wherever it is installed); otherwise the error names the missing path.
     """
-    if reference in PACKAGED and not Path(reference).exists():
-        return packaged_path(reference)
+    if assets.is_packaged(reference) and not Path(reference).exists():
+        return assets.packaged_path(reference, "autoencoder")
     try:
         return ckpt.resolve_model_path(reference)
     except CheckpointError:
-        fallback = _packaged_with_hash(sha256)
-        if fallback is not None:
-            return fallback
+        for name in assets.names("autoencoder"):  # a file moved or deleted: a packaged one with the same weights
+            path = assets.packaged_path(name)
+            if sha256 and read_autoencoder(path).sha256 == sha256:
+                return path
         raise CheckpointError(
             f"The autoencoder {reference!r} (latent.autoencoder) does not exist; give the run directory or "
-            f"model.safetensors of an `ldm-ae` run, or a packaged name ({', '.join(PACKAGED)})."
+            f"model.safetensors of an `ldm-ae` run, or a packaged name ({', '.join(assets.names('autoencoder'))})."
         ) from None
 
 
@@ -117,15 +101,8 @@ def read_autoencoder(path: Path, device: str | torch.device = "cpu") -> FrozenAu
             f"{path} holds a {loaded.config.model.kind} model (recipe {loaded.config.recipe!r}), not an "
             "autoencoder; latent.autoencoder must name an `ldm-ae` run."
         )
-    weights = loaded.tensors
-    if loaded.kind == "training-state":
-        weights = ckpt.split_prefix(weights, "ema") or ckpt.split_prefix(weights, "model")
-    net = Autoencoder(loaded.config.model).to(device)
-    try:
-        net.load_state_dict(weights)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{path} does not match the autoencoder its config describes ({first}).") from None
+    weights = ckpt.model_weights(loaded)
+    net = ckpt.load_weights(Autoencoder(loaded.config.model).to(device), weights, path)
     net.eval().requires_grad_(False)
     return FrozenAutoencoder(net, loaded.config, weights_sha256(weights), Path(path))
 
@@ -163,65 +140,9 @@ def check_shape(latent: LatentConfig, ae: FrozenAutoencoder) -> None:
 
 
 @torch.no_grad()
-def measure_scale(ae: FrozenAutoencoder, images: torch.Tensor, value_range: str, batch_size: int = 500) -> float:
-    """1 / std of the latents of `images` (uint8 (N, 1, 28, 28) or (N, 28, 28)), over all elements.
-
-    Rombach et al. (2022, sec. 4.3.2) rescale latents by this one number so the diffusion sees unit variance
-    whatever the autoencoder's KL weight left them at. Needs at least one image.
-    """
-    from mnist_diffusion.data import to_float
-
-    device = next(ae.net.parameters()).device
-    total, total_sq, count = 0.0, 0.0, 0
-    for start in range(0, len(images), batch_size):
-        z = ae.encode(to_float(images[start : start + batch_size], value_range).to(device)).double()
-        total, total_sq, count = total + z.sum().item(), total_sq + z.pow(2).sum().item(), count + z.numel()
-    mean = total / count
-    std = max(total_sq / count - mean * mean, 0.0) ** 0.5
-    if not np.isfinite(std) or std <= 0:
-        raise UserError(f"The latents of {ae.path} have std {std}; this autoencoder cannot be used for diffusion.")
-    return 1.0 / std
-
-
-def bind_autoencoder(cfg: RunConfig, device: str | torch.device = "cpu") -> RunConfig:
-    """Pin a latent run to its autoencoder before anything is written.
-
-    A new run (empty latent.autoencoder_sha256) records the autoencoder's weights hash, and a latent.scale of
-    0 is replaced by the scale measured on the run's first `SCALE_IMAGES` training images. A run that already
-    names a hash (a resumed run) is checked against it. Raises a `UserError` naming the problem for a
-    missing or different autoencoder, a data range or data set that differs from the autoencoder's, or a
-    latent shape mismatch.
-    """
-    latent = cfg.latent
-    if latent is None:
-        return cfg
-    if latent.autoencoder_sha256:
-        ae = load_autoencoder(latent, device)
-    else:
-        ae = read_autoencoder(resolve_reference(latent.autoencoder), device)
-        check_shape(latent, ae)
-    if cfg.model.in_channels != latent.shape[0]:
-        raise ConfigError(
-            f"model.in_channels is {cfg.model.in_channels}, but the latents have {latent.shape[0]} channels "
-            f"(latent.shape {list(latent.shape)}); set --set model.in_channels={latent.shape[0]}."
-        )
-    for key in ("dataset", "value_range"):
-        mine, theirs = getattr(cfg.data, key), getattr(ae.config.data, key)
-        if mine != theirs:
-            raise ConfigError(
-                f"data.{key} is {mine!r}, but the autoencoder {ae.path} was trained with {theirs!r}; "
-                f"set --set data.{key}={theirs}."
-            )
-    if latent.autoencoder_sha256:
-        return cfg
-    scale = latent.scale
-    if scale <= 0:
-        from mnist_diffusion.training.loop import load_training_images
-
-        images, _ = load_training_images(cfg, torch.device("cpu"))
-        scale = measure_scale(ae, images[:SCALE_IMAGES], cfg.data.value_range)
-    reference = latent.autoencoder if latent.autoencoder in PACKAGED else str(ae.path.resolve())
-    return replace(cfg, latent=replace(latent, autoencoder=reference, autoencoder_sha256=ae.sha256, scale=scale))
+def encode_latents(ae: FrozenAutoencoder, x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Images (B, c, 28, 28) in the data range -> scaled latents (B, C, 7, 7), as the diffusion model sees them."""
+    return ae.encode(x.to(next(ae.net.parameters()).dtype)) * scale
 
 
 @torch.no_grad()
@@ -239,8 +160,6 @@ def reconstruction_psnr(images: np.ndarray, reconstructions: np.ndarray) -> floa
 @torch.no_grad()
 def reconstruct(ae: FrozenAutoencoder, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """uint8 (N, 28, 28) images -> their uint8 reconstructions through the posterior mean."""
-    from mnist_diffusion.data import to_float, to_uint8
-
     vr = ae.config.data.value_range
     device = next(ae.net.parameters()).device
     out = []
@@ -248,32 +167,3 @@ def reconstruct(ae: FrozenAutoencoder, images: np.ndarray, batch_size: int = 500
         x = to_float(images[start : start + batch_size], vr).to(device)
         out.append(to_uint8(ae.decode(ae.encode(x)).float().cpu(), vr))
     return np.concatenate(out)
-
-
-def package_pipeline(ldm: str | Path, out_dir: str | Path, info: dict | None = None,
-                     guidance: float | None = None) -> tuple[Path, Path]:
-    """Write a trained latent model and its autoencoder as a self-contained pair for shipping.
-
-    out_dir/ldm-ae.safetensors holds the autoencoder (same weights, so the same hash) and
-    out_dir/ldm.safetensors the latent model's sampling weights, its config now naming the autoencoder by its
-    packaged name 'ldm-ae'. `info` (JSON-able) goes into both files' metadata (training commands, times).
-    `guidance` replaces the run's default guidance scale (sample.guidance), which is best chosen by
-    evaluating the trained model; None keeps the run's.
-    """
-    source = ckpt.resolve_model_path(ldm)
-    loaded = ckpt.load_checkpoint(source)
-    if loaded.config.latent is None:
-        raise UserError(f"{source} is not a latent-diffusion model (its config has no latent section).")
-    weights = loaded.tensors
-    if loaded.kind == "training-state":
-        weights = ckpt.split_prefix(weights, "ema") or ckpt.split_prefix(weights, "model")
-    ae = load_autoencoder(loaded.config.latent, "cpu", str(source))
-    out_dir = Path(out_dir)
-    ae_path, ldm_path = out_dir / PACKAGED["ldm-ae"], out_dir / "ldm.safetensors"
-    ckpt.save_model(ae_path, ae.config, ae.net.state_dict(), info)
-    cfg = replace(loaded.config, latent=replace(loaded.config.latent, autoencoder="ldm-ae"))
-    if guidance is not None:
-        cfg = replace(cfg, sample=replace(cfg.sample, guidance=float(guidance)))
-    ckpt.save_model(ldm_path, cfg, weights, info)
-    assert read_autoencoder(ae_path).sha256 == cfg.latent.autoencoder_sha256  # same weights, same name
-    return ldm_path, ae_path

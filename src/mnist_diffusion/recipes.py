@@ -19,9 +19,9 @@ SEED = RunConfig(
     recipe="seed",
     data=DataConfig(value_range="unit"),
     model=ModelConfig(kind="basic_unet"),
-    diffusion=DiffusionConfig(kind="seed"),
+    diffusion=DiffusionConfig(kind="tutorial"),
     train=TrainConfig(epochs=3, batch_size=128, optimizer="adam", lr=1e-3, ema_decay=None, label_dropout=0.0),
-    sample=SampleConfig(sampler="seed", steps=5, spacing="linspace"),
+    sample=SampleConfig(sampler="tutorial", steps=5, spacing="linspace"),
 )
 
 # DDPM (Ho et al. 2020): noise prediction, linear schedule, T = 1000, unconditional. The seed's "next post".
@@ -39,9 +39,8 @@ DDPM = RunConfig(
 
 # Class-conditional DDPM with classifier-free guidance (Ho & Salimans 2022): labels dropped 10% of the time.
 # Min-SNR-5 loss weighting (Hang et al. 2023) converges markedly faster, which matters on a CPU budget, and so
-# do lr 2e-3 with a 20-step warm-up: FID@300 after 5 / 10 / 20 CPU-minutes 66 / 17 / 3.7, against 317 / 126 / 25
-# for lr 1e-3 with 200 warm-up steps (benchmarks/results/peer_budget.md, then and now), and no worse after the full
-# 10 epochs (FID@10000 1.03 against 1.08 on a GPU; benchmarks/results/cuda_check.md).
+# does lr 2e-3 with a 20-step warm-up, with no loss after the full 10 epochs (measured in
+# benchmarks/results/peer_budget.md and cuda_check.md).
 DDPM_COND = RunConfig(
     recipe="ddpm-cond",
     data=DDPM.data,
@@ -60,7 +59,7 @@ DDPM_COND = RunConfig(
 LDM_AE = RunConfig(
     recipe="ldm-ae",
     data=DataConfig(value_range="signed"),
-    model=ModelConfig(kind="autoencoder", channels=(16, 32, 64), latent_channels=4, attention_7x7=False),
+    model=ModelConfig(kind="autoencoder", channels=(16, 32, 64), latent_channels=4, mid_attention=False),
     diffusion=DiffusionConfig(kind="autoencoder", kl_weight=1e-6),
     train=TrainConfig(
         epochs=1, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=0.0, warmup_steps=100,
@@ -71,17 +70,16 @@ LDM_AE = RunConfig(
 # Latent diffusion: the class-conditional DDPM of `ddpm-cond` run on the frozen `ldm-ae` autoencoder's latents.
 # latent.scale 0 means "measure it": at the start of training the run records 1 / std of its training latents
 # and the autoencoder's sha256 in its config, and every later use checks them.
-# The latent U-Net is deliberately small (widths (64, 96), one block per level: 21.6 MFLOP per forward pass, 1/9
-# of the pixel U-Net's) so that sampling is several times faster than in pixels; being cheap, it trains for
-# 12 epochs and the whole pipeline (autoencoder + latent model) trains in 24 minutes on 2 CPU cores. lr 2e-3 with
-# 20 warm-up steps, as `ddpm-cond`: FID@10000 0.347 against 0.398 for lr 1e-3 with 200 warm-up steps
-# (assets/ldm.md). Guidance 2 by default: about the lowest that keeps label accuracy above 98%, and FID rises
-# above it (benchmarks/results/ldm_guidance.md).
+# The latent U-Net is deliberately small (widths (64, 96), one block per level, no middle residual block: about
+# a ninth of the pixel U-Net's work per pass) so that sampling is several times faster than in pixels; being
+# cheap, it trains for 12 epochs. lr 2e-3 with 20 warm-up steps, as `ddpm-cond`. Guidance 2 by default: about
+# the lowest that keeps label accuracy above 98% (speed, quality and the guidance sweep: assets/ldm.md,
+# benchmarks/results/ldm_vs_pixel.md, ldm_guidance.md).
 LDM = RunConfig(
     recipe="ldm",
     data=DataConfig(value_range="signed"),
-    model=ModelConfig(kind="latent_unet", in_channels=4, channels=(64, 96), blocks_per_level=1, num_classes=10,
-                      attention_7x7=True),
+    model=ModelConfig(kind="unet", in_channels=4, channels=(64, 96), blocks_per_level=1, num_classes=10,
+                      mid_block=False, mid_attention=True),
     diffusion=DDPM_COND.diffusion,
     train=TrainConfig(
         epochs=12, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=0.0, warmup_steps=20,

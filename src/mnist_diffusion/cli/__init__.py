@@ -1,45 +1,52 @@
-"""The `mnist-diffusion` command. Each subcommand lives in its own module with a `register()`."""
+"""The `mnist-diffusion` command: a thin layer over the Python API. Each subcommand lives in its own module
+with a `register(subparsers)` that sets the function to run."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
 
-# Idle OpenMP threads sleep instead of spinning. On a small machine shared with other work, spinning threads
-# steal the cores that the busy ones need (benchmarks/results/sampling_speed.md). Set before torch loads,
-# because OpenMP reads it once; a value the user exported wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from mnist_diffusion import __version__
+from mnist_diffusion.cli import classifier_cmd, evaluate_cmd, figures_cmd, inpaint_cmd, sample_cmd, serve_cmd, train_cmd
 from mnist_diffusion.errors import UserError
 
-# (subcommand module, one-line help); each module defines register(subparsers) setting `func`.
-SUBCOMMANDS = ["train", "sample", "figures", "evaluate", "evaluator"]
+SUBCOMMANDS = (train_cmd, sample_cmd, inpaint_cmd, serve_cmd, figures_cmd, evaluate_cmd, classifier_cmd)
+
+
+class UsageError(UserError):
+    """A command line argparse cannot parse; `prog` names the (sub)command."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one sentence (the subcommands' parsers are of this class too)."""
+
+    def error(self, message: str):
+        raise UsageError(self.prog, f"{message}; see '{self.prog} --help'.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mnist-diffusion",
         description="Train diffusion models on MNIST, sample digits, draw figures and evaluate samples.",
     )
     parser.add_argument("--version", action="version", version=f"mnist-diffusion {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"mnist_diffusion.cli.{name}_cmd")
-        except ModuleNotFoundError as e:
-            if e.name != f"mnist_diffusion.cli.{name}_cmd":
-                raise
-            continue
+    for module in SUBCOMMANDS:
         module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"{e.prog}: error: {e}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

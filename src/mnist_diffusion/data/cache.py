@@ -4,7 +4,7 @@ Decoding is done once; the result is kept as two `.npy` files per (dataset, sour
 e.g. ``mnist-packaged-train-images.npy`` (uint8, (N, 28, 28)) and
 ``mnist-packaged-train-labels.npy`` (int64, (N,)). `.npy` is read with ``allow_pickle=False``,
 so a cache file can hold numbers only. Every write goes to a temporary file in the same
-directory and is moved into place with `os.replace`, so readers see either the old file,
+directory and is moved into place (`files.atomic_write`), so readers see either the old file,
 the new one or none -- never half of one.
 """
 
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 import warnings
 
 import numpy as np
 
+from mnist_diffusion.files import atomic_write
+
 CACHE_ENV = "MNIST_DIFFUSION_CACHE"
-FILE_MODE = 0o644  # mkstemp makes files 0600; cached data is not secret
 
 
 def cache_dir() -> pathlib.Path:
@@ -27,40 +27,12 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".cache" / "mnist-diffusion"
 
 
-def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same directory and `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
 def _atomic_save_npy(path: pathlib.Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
 
-
-def _unlink_quietly(path: str | os.PathLike) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    atomic_write(path, write)
 
 
 def _paths(dataset: str, source: str, split: str, root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:

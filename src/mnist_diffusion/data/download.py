@@ -22,9 +22,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 
-from mnist_diffusion.data.cache import atomic_write_bytes, cache_dir
+from mnist_diffusion.data.cache import cache_dir
 from mnist_diffusion.data.idx import SPLIT_FILES
 from mnist_diffusion.errors import DataError
+from mnist_diffusion.files import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def fetch_file(name: str, sha256: str, mirrors: Sequence[str], dest_dir: pathlib
     lists every mirror and why it failed.
     """
     path = pathlib.Path(dest_dir) / name
-    if path.is_file() and _sha256_file(path) == sha256:
+    if path.is_file() and sha256_file(path) == sha256:
         return path
     failures = []
     for base in mirrors:
@@ -149,11 +150,3 @@ def _get(url: str, timeout: float) -> tuple[bytes, str]:
     data = b"".join(chunks)
     note = f"{len(data)} bytes" if declared in (None, str(len(data))) else f"{len(data)} of {declared} bytes"
     return data, note
-
-
-def _sha256_file(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -1,4 +1,4 @@
-"""The noise process, the denoiser wrapper, the training objectives and the samplers.
+"""The noise process, the denoiser wrapper, the training losses and the samplers.
 
 Pure maths: nothing here knows the network architecture, the data or the command line. A network
 is any callable `net(x_t, t, labels) -> out` (out shaped like x_t: an eps, x0 or v prediction);
@@ -21,6 +21,7 @@ Notation (code name -> paper symbol):
     guidance     w in eps_u + w (eps_c - eps_u) (Ho & Salimans 2022); 1 = plain conditional
 """
 
+from mnist_diffusion.diffusion.ddpm_loss import WEIGHTINGS, diffusion_loss, drop_labels, min_snr_weight
 from mnist_diffusion.diffusion.denoiser import (
     PREDICTIONS,
     Denoiser,
@@ -32,7 +33,6 @@ from mnist_diffusion.diffusion.denoiser import (
     x0_from_eps,
     x0_from_v,
 )
-from mnist_diffusion.diffusion.objective import WEIGHTINGS, diffusion_loss, drop_labels, min_snr_weight
 from mnist_diffusion.diffusion.samplers import (
     SAMPLERS,
     function_evaluations,
@@ -41,6 +41,7 @@ from mnist_diffusion.diffusion.samplers import (
     sample_ddpm,
     sample_dpmpp_2m,
     sample_heun,
+    visit,
 )
 from mnist_diffusion.diffusion.schedule import (
     SCHEDULES,
@@ -50,13 +51,13 @@ from mnist_diffusion.diffusion.schedule import (
     make_schedule,
     timestep_grid,
 )
-from mnist_diffusion.diffusion.seed import corrupt, sample_seed, seed_loss
+from mnist_diffusion.diffusion.tutorial import corrupt, sample_tutorial, tutorial_loss
 
 __all__ = [
     "PREDICTIONS", "SAMPLERS", "SCHEDULES", "SPACINGS", "WEIGHTINGS",
     "Denoiser", "NoiseSchedule",
     "corrupt", "diffusion_loss", "drop_labels", "eps_from_v", "eps_from_x0", "function_evaluations",
     "karras_timesteps", "make_schedule", "min_snr_weight", "sample", "sample_ddim", "sample_ddpm",
-    "sample_dpmpp_2m", "sample_heun", "sample_seed", "seed_loss", "target_for", "timestep_grid",
-    "to_x0_eps", "v_from_x0_eps", "x0_from_eps", "x0_from_v",
+    "sample_dpmpp_2m", "sample_heun", "sample_tutorial", "target_for", "timestep_grid", "to_x0_eps",
+    "tutorial_loss", "v_from_x0_eps", "visit", "x0_from_eps", "x0_from_v",
 ]

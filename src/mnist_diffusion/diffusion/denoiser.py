@@ -8,14 +8,16 @@ tensors that broadcast against x_t, e.g. (B, 1, 1, 1).
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable
 
 import torch
 
+from mnist_diffusion.config import Prediction
 from mnist_diffusion.diffusion.schedule import NoiseSchedule
 from mnist_diffusion.errors import UserError
 
-PREDICTIONS = ("eps", "x0", "v")
+PREDICTIONS = typing.get_args(Prediction)
 
 
 def check_prediction(prediction: str) -> None:
@@ -98,6 +100,12 @@ def net_time(t, like: torch.Tensor) -> torch.Tensor:
 class Denoiser:
     """D(x_t, t) -> (x0, eps) for a network `net(x_t, t, labels)` that predicts eps, x0 or v.
 
+    The conditioning is bound in: `labels` (B,) long or None, the classifier-free guidance scale `guidance`
+    (1 = plain conditional) and optionally `guidance_interval` = (low, high), the VE noise levels
+    sigma = sqrt((1 - alpha_bar) / alpha_bar) between which guidance applies (Kynkaanniemi et al. 2024,
+    low < sigma <= high); outside it the denoiser makes the plain conditional pass, at half the cost. So
+    samplers only ever call `denoiser(x_t, t)`; `bind` gives a copy with other conditioning.
+
     clip: optional (low, high) data range; x0 is clamped to it and eps recomputed from the clamped
     x0, so the pair stays consistent with x_t (what DDIM-style updates need).
     """
@@ -108,6 +116,9 @@ class Denoiser:
         schedule: NoiseSchedule,
         prediction: str = "eps",
         clip: tuple[float, float] | None = None,
+        labels: torch.Tensor | None = None,
+        guidance: float = 1.0,
+        guidance_interval: tuple[float, float] | None = None,
     ):
         check_prediction(prediction)
         self.net = net
@@ -116,6 +127,42 @@ class Denoiser:
         self.clip = clip
         self.num_classes = num_classes_of(net)
         self._cache: dict[float, tuple[float, float]] = {}
+        self._check_conditioning(labels, guidance, guidance_interval)
+        self.labels, self.guidance, self.guidance_interval = labels, float(guidance), guidance_interval
+
+    def bind(self, labels: torch.Tensor | None = None, guidance: float = 1.0,
+             guidance_interval: tuple[float, float] | None = None) -> "Denoiser":
+        """The same denoiser with other conditioning (it shares the coefficient cache)."""
+        other = Denoiser.__new__(Denoiser)
+        other.__dict__.update(self.__dict__)
+        other._check_conditioning(labels, guidance, guidance_interval)
+        other.labels, other.guidance, other.guidance_interval = labels, float(guidance), guidance_interval
+        return other
+
+    def _check_conditioning(self, labels, guidance, interval) -> None:
+        if not math.isfinite(guidance) or guidance < 0:
+            raise UserError(f"The guidance scale must be a finite number >= 0, got {guidance}.")
+        if labels is not None:
+            if self.num_classes == 0:
+                raise UserError("This model is unconditional, so it takes no class labels; sample without them.")
+            if labels.ndim != 1 or labels.dtype != torch.long or labels.min() < 0 or labels.max() > self.num_classes:
+                raise UserError(
+                    f"Labels must be a 1-D long tensor of classes in [0, {self.num_classes}], got dtype "
+                    f"{labels.dtype}, shape {tuple(labels.shape)}."
+                )
+        if guidance != 1.0:
+            if self.num_classes == 0:
+                raise UserError(
+                    f"Guidance scale {guidance} needs a class-conditional model, but this model is "
+                    "unconditional; use guidance 1."
+                )
+            if labels is None:
+                raise UserError(
+                    f"Guidance scale {guidance} needs class labels to guide towards; pass labels or use guidance 1."
+                )
+        if interval is not None and not (len(interval) == 2 and 0 <= interval[0] < interval[1]):
+            raise UserError(f"A guidance interval is two noise levels (low, high) with 0 <= low < high, "
+                            f"got {tuple(interval)}.")
 
     def _scalar_coefficients(self, t: float) -> tuple[float, float]:
         """(alpha, sigma) for one timestep as Python floats, cached: samplers revisit the same grid points
@@ -126,29 +173,19 @@ class Denoiser:
             coefficients = self._cache[t] = (math.sqrt(ab), math.sqrt(1 - ab))
         return coefficients
 
-    def _labels(self, labels, guidance: float, batch: int, device) -> torch.Tensor | None:
-        """The labels to feed the net; refuses guidance it cannot do."""
-        if guidance != 1.0:
-            if self.num_classes == 0:
-                raise UserError(
-                    f"Guidance scale {guidance} needs a class-conditional model, but this model is "
-                    "unconditional; use guidance 1."
-                )
-            if labels is None:
-                raise UserError(
-                    f"Guidance scale {guidance} needs class labels to guide towards; "
-                    "pass labels or use guidance 1."
-                )
-        if self.num_classes and labels is None:
-            # A conditional net asked for an unconditional sample: the reserved "no label" class.
-            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
-        return labels
+    def _guided(self, alpha, sigma) -> bool | torch.Tensor:
+        """Whether guidance applies at these coefficients: a bool for a scalar t, else (B, 1, ..., 1)."""
+        if self.guidance == 1.0:
+            return False
+        if self.guidance_interval is None:
+            return True
+        low, high = self.guidance_interval
+        level = sigma / alpha  # the VE noise level
+        return (level > low) & (level <= high)
 
-    def __call__(
-        self, x_t: torch.Tensor, t, labels: torch.Tensor | None = None, guidance: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_t: (B, C, H, W); t: scalar or (B,) timesteps in [0, T-1] (fractional allowed);
-        labels: (B,) long or None. Returns (x0, eps), both shaped and typed like x_t.
+    def __call__(self, x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t: (B, C, H, W); t: scalar or (B,) timesteps in [0, T-1] (fractional allowed).
+        Returns (x0, eps), both shaped and typed like x_t.
 
         Classifier-free guidance (Ho & Salimans 2022), for guidance w != 1: the conditional and the
         unconditional (label = num_classes) pass run as ONE batch of 2B, and the outputs combine as
@@ -157,19 +194,27 @@ class Denoiser:
         (1 - w) + w sum to 1, so this is exactly eps_u + w (eps_c - eps_u).
         """
         batch = x_t.shape[0]
-        labels = self._labels(labels, guidance, batch, x_t.device)
+        labels = self.labels
+        if labels is not None and labels.shape[0] != batch:
+            raise UserError(f"The denoiser holds {labels.shape[0]} labels but was given a batch of {batch}.")
+        if self.num_classes and labels is None:
+            # A conditional net asked for an unconditional sample: the reserved "no label" class.
+            labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=x_t.device)
         if isinstance(t, (int, float)) or (torch.is_tensor(t) and t.ndim == 0):
             alpha, sigma = self._scalar_coefficients(float(t))
         else:
             alpha, sigma = self.schedule.coefficients(t, x_t)
         t_net = net_time(t, x_t)
-        if guidance == 1.0:
+        guided = self._guided(alpha, sigma)
+        if guided is False:
             out = self.net(x_t, t_net, labels)
         else:
             uncond = torch.full_like(labels, self.num_classes)
             both = self.net(torch.cat([x_t, x_t]), torch.cat([t_net, t_net]), torch.cat([labels, uncond]))
             out_c, out_u = both.chunk(2)
-            out = out_u + guidance * (out_c - out_u)
+            out = out_u + self.guidance * (out_c - out_u)
+            if guided is not True:  # per-sample t straddling the interval: plain conditional outside it
+                out = torch.where(guided, out, out_c)
         x0, eps = to_x0_eps(x_t, out, self.prediction, alpha, sigma)
         if self.clip is not None:
             x0 = x0.clamp(*self.clip)

@@ -1,11 +1,19 @@
-"""Samplers: pure functions over a `Denoiser` and an explicit, strictly descending grid of timesteps.
+"""Samplers: pure functions over a `Denoiser` (its conditioning bound in) and an explicit, strictly descending
+grid of timesteps.
 
-Each sampler evaluates the denoiser once at every grid point (Heun also between them), calls
-`callback(i, t, x_t, x0_pred)` there with t = timesteps[i] and x_t in VP scaling, and after the
-last grid point steps to the data (alpha_bar = 1, sigma = 0), so it returns the final x0 prediction
-(clipped if the denoiser clips). Neighbouring timesteps always come from the grid, never from a
-stride. Per-step scalars are computed in float64 from the schedule and used as Python floats, so
-the image tensors only ever see work in their own dtype.
+Each sampler evaluates the denoiser once at every grid point (Heun also between them) and after the last grid
+point steps to the data (alpha_bar = 1, sigma = 0), so it returns the final x0 prediction (clipped if the
+denoiser clips). Neighbouring timesteps always come from the grid, never from a stride. Per-step scalars are
+computed in float64 from the schedule and used as Python floats, so the image tensors only ever see work in
+their own dtype.
+
+The callback contract, one for every sampler (k-diffusion style; new keys never break old callbacks): at each
+grid point, after the denoiser, `callback(step)` gets a dict
+    i        index of the grid point, 0 .. steps-1        t      its timestep (the tutorial: the noise amount)
+    steps    the grid's length                            x_t    the current sample (VP scaling), (B, C, H, W)
+    x0, denoised   the denoiser's estimate of the clean sample (the same tensor under both names)
+and may return a tensor shaped like x_t to replace it: the step is then taken from the returned x_t with the
+same x0 estimate (what inpainting and other guided edits need). Return None to change nothing.
 """
 
 from __future__ import annotations
@@ -14,14 +22,43 @@ from collections.abc import Callable
 
 import torch
 
-from mnist_diffusion.diffusion.denoiser import Denoiser
+from mnist_diffusion.diffusion.denoiser import Denoiser, eps_from_x0
 from mnist_diffusion.diffusion.schedule import SPACINGS, NoiseSchedule, karras_timesteps, timestep_grid
 from mnist_diffusion.errors import UserError
 
-Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
+Callback = Callable[[dict], "torch.Tensor | None"]
 
 
-def _prepare(schedule: NoiseSchedule, timesteps) -> tuple[list, torch.Tensor]:
+def chain(*callbacks: Callback | None) -> Callback | None:
+    """Callbacks run in turn at each step, each seeing the x_t the one before it returned; None if all are None."""
+    active = [c for c in callbacks if c is not None]
+    if len(active) <= 1:
+        return active[0] if active else None
+
+    def callback(step: dict) -> torch.Tensor | None:
+        x_t = step["x_t"]
+        for c in active:
+            out = c({**step, "x_t": x_t})
+            x_t = x_t if out is None else out
+        return x_t
+
+    return callback
+
+
+def visit(callback: Callback | None, i: int, t: float, steps: int, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """Hand grid point i to `callback`; returns x_t, or the replacement the callback returned."""
+    if callback is None:
+        return x
+    out = callback({"i": i, "t": t, "steps": steps, "x_t": x, "x0": x0, "denoised": x0})
+    if out is None:
+        return x
+    if not torch.is_tensor(out) or out.shape != x.shape:
+        raise UserError(f"A sampling callback returned {type(out).__name__} "
+                        f"{tuple(getattr(out, 'shape', ()))}; return None or a tensor shaped like x_t {tuple(x.shape)}.")
+    return out.to(x)
+
+
+def prepare_grid(schedule: NoiseSchedule, timesteps) -> tuple[list, torch.Tensor]:
     """The grid as Python numbers, and alpha_bar (float64) at each grid point followed by 1.0 for the data."""
     grid = torch.as_tensor(timesteps).detach().cpu()
     if grid.ndim != 1 or grid.numel() == 0:
@@ -34,7 +71,7 @@ def _prepare(schedule: NoiseSchedule, timesteps) -> tuple[list, torch.Tensor]:
     return grid.tolist(), torch.cat([ab, ab.new_ones(1)])
 
 
-def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def gaussian_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """N(0, I) shaped like x, drawn from `generator` (on its own device) or the global generator."""
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
@@ -42,54 +79,55 @@ def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_ddpm(
-    denoiser: Denoiser, x: torch.Tensor, timesteps, labels=None, guidance: float = 1.0,
-    generator: torch.Generator | None = None, callback: Callback | None = None,
+    denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
+    callback: Callback | None = None,
 ) -> torch.Tensor:
     """Ancestral sampling, Ho et al. (2020) alg. 2, via the posterior q(x_s | x_t, x0) between grid points."""
-    ts, ab = _prepare(denoiser.schedule, timesteps)
+    ts, ab = prepare_grid(denoiser.schedule, timesteps)
     ab_t, ab_s = ab[:-1], ab[1:]
     beta = 1 - ab_t / ab_s  # the jump t -> s as one step: Ho's eq. 7 with alpha_bar_{t-1} -> alpha_bar_s
     c_x0 = (ab_s.sqrt() * beta / (1 - ab_t)).tolist()
     c_xt = ((ab_t / ab_s).sqrt() * (1 - ab_s) / (1 - ab_t)).tolist()
     std = (beta * (1 - ab_s) / (1 - ab_t)).sqrt().tolist()  # beta-tilde; 0 for the last jump to the data
     for i, t in enumerate(ts):
-        x0, _ = denoiser(x, t, labels, guidance)
-        if callback is not None:
-            callback(i, t, x, x0)
+        x0, _ = denoiser(x, t)
+        x = visit(callback, i, t, len(ts), x, x0)
         x = c_x0[i] * x0 + c_xt[i] * x
         if std[i] > 0:
-            x = x + std[i] * _noise(x, generator)
+            x = x + std[i] * gaussian_like(x, generator)
     return x
 
 
 @torch.no_grad()
 def sample_ddim(
-    denoiser: Denoiser, x: torch.Tensor, timesteps, labels=None, guidance: float = 1.0,
-    generator: torch.Generator | None = None, callback: Callback | None = None, eta: float = 0.0,
+    denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
+    callback: Callback | None = None, eta: float = 0.0,
 ) -> torch.Tensor:
     """DDIM, Song et al. (2021) eq. 12; eta=0 is deterministic, eta=1 matches DDPM ancestral sampling."""
     if not 0.0 <= eta <= 1.0:
         raise UserError(f"DDIM's eta must be between 0 and 1, got {eta}.")
-    ts, ab = _prepare(denoiser.schedule, timesteps)
+    ts, ab = prepare_grid(denoiser.schedule, timesteps)
     ab_t, ab_s = ab[:-1], ab[1:]
     sig = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()  # eq. 16
     c_x0 = ab_s.sqrt().tolist()
     c_eps = (1 - ab_s - sig**2).clamp(min=0).sqrt().tolist()
     std = sig.tolist()
+    a_t, s_t = ab_t.sqrt().tolist(), (1 - ab_t).sqrt().tolist()
     for i, t in enumerate(ts):
-        x0, eps = denoiser(x, t, labels, guidance)
-        if callback is not None:
-            callback(i, t, x, x0)
+        x0, eps = denoiser(x, t)
+        replaced = visit(callback, i, t, len(ts), x, x0)
+        if replaced is not x:  # the step goes on from the new x_t: its eps given the same x0 estimate
+            eps = eps_from_x0(replaced, x0, a_t[i], s_t[i])
         x = c_x0[i] * x0 + c_eps[i] * eps
         if std[i] > 0:
-            x = x + std[i] * _noise(x, generator)
+            x = x + std[i] * gaussian_like(x, generator)
     return x
 
 
 @torch.no_grad()
 def sample_dpmpp_2m(
-    denoiser: Denoiser, x: torch.Tensor, timesteps, labels=None, guidance: float = 1.0,
-    generator: torch.Generator | None = None, callback: Callback | None = None,
+    denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
+    callback: Callback | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M), Lu et al. (2022) alg. 2: multistep data prediction in lambda = log(alpha/sigma).
 
@@ -97,7 +135,7 @@ def sample_dpmpp_2m(
     is infinite: the first-order update there is exactly x = x0 and the second-order term has no
     finite limit, so it is first order too.
     """
-    ts, ab = _prepare(denoiser.schedule, timesteps)
+    ts, ab = prepare_grid(denoiser.schedule, timesteps)
     alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
     lam = torch.log(alpha) - torch.log(sigma)  # +inf at the data
     h = lam[1:] - lam[:-1]
@@ -106,9 +144,8 @@ def sample_dpmpp_2m(
     r = torch.cat([h.new_ones(1), h[:-1] / h[1:]]).tolist()  # h_{i-1} / h_i
     x0_prev = None
     for i, t in enumerate(ts):
-        x0, _ = denoiser(x, t, labels, guidance)
-        if callback is not None:
-            callback(i, t, x, x0)
+        x0, _ = denoiser(x, t)
+        x = visit(callback, i, t, len(ts), x, x0)
         if x0_prev is None or i == len(ts) - 1:
             d = x0
         else:
@@ -120,8 +157,8 @@ def sample_dpmpp_2m(
 
 @torch.no_grad()
 def sample_heun(
-    denoiser: Denoiser, x: torch.Tensor, timesteps, labels=None, guidance: float = 1.0,
-    generator: torch.Generator | None = None, callback: Callback | None = None,
+    denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
+    callback: Callback | None = None,
 ) -> torch.Tensor:
     """Deterministic Heun, Karras et al. (2022) alg. 1, in VE sigma space; the last step to sigma=0 is Euler.
 
@@ -129,20 +166,21 @@ def sample_heun(
     Karras' own spacing). The VP net sees x_vp = x_ve / sqrt(1 + sigma^2). NFE = 2 * len(grid) - 1.
     `generator` is unused (no churn); it is accepted so all samplers share one signature.
     """
-    ts, ab = _prepare(denoiser.schedule, timesteps)
+    ts, ab = prepare_grid(denoiser.schedule, timesteps)
     sig = ((1 - ab) / ab).sqrt().tolist()  # VE sigma per grid point, then 0 for the data
     c_in = ab.sqrt().tolist()  # 1 / sqrt(1 + sigma^2): VE -> VP scaling
     x_vp, x = x, x / c_in[0]
     for i, t in enumerate(ts):
-        x0, _ = denoiser(x_vp, t, labels, guidance)
-        if callback is not None:
-            callback(i, t, x_vp, x0)
+        x0, _ = denoiser(x_vp, t)
+        replaced = visit(callback, i, t, len(ts), x_vp, x0)
+        if replaced is not x_vp:
+            x_vp, x = replaced, replaced / c_in[i]
         if i == len(ts) - 1:
             return x0  # Euler to sigma = 0: x + (0 - sigma) (x - x0) / sigma = x0
         d = (x - x0) / sig[i]  # the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma
         dt = sig[i + 1] - sig[i]
         x_euler = x + dt * d
-        x0_next, _ = denoiser(x_euler * c_in[i + 1], ts[i + 1], labels, guidance)
+        x0_next, _ = denoiser(x_euler * c_in[i + 1], ts[i + 1])
         x = x + dt * 0.5 * (d + (x_euler - x0_next) / sig[i + 1])
         x_vp = x * c_in[i + 1]
     raise AssertionError("unreachable: the loop returns at the last grid point")
@@ -167,8 +205,6 @@ def sample(
     x_T: torch.Tensor,
     steps: int,
     spacing: str = "trailing",
-    labels: torch.Tensor | None = None,
-    guidance: float = 1.0,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     eta: float = 0.0,
@@ -184,15 +220,6 @@ def sample(
         raise UserError(f"The number of sampling steps must be a whole number >= 1, got {steps!r}.")
     if eta != 0.0 and name != "ddim":
         raise UserError(f"eta={eta} only applies to the ddim sampler, not {name!r}; leave eta at 0.")
-    if labels is not None:
-        top = denoiser.num_classes
-        if top == 0:
-            raise UserError("This model is unconditional, so it takes no class labels; sample without them.")
-        if labels.shape != (x_T.shape[0],) or labels.min() < 0 or labels.max() > top:
-            raise UserError(
-                f"Labels must be one class in [0, {top}] per sample ({x_T.shape[0]}), got shape "
-                f"{tuple(labels.shape)} with values {labels.min().item()}..{labels.max().item()}."
-            )
     schedule = denoiser.schedule
     if spacing == "karras":
         grid = karras_timesteps(schedule, steps)
@@ -202,6 +229,4 @@ def sample(
         choices = ", ".join((*SPACINGS, "karras"))
         raise UserError(f"Unknown timestep spacing {spacing!r}; choose one of: {choices}.")
     extra = {"eta": eta} if name == "ddim" else {}
-    return SAMPLERS[name](
-        denoiser, x_T, grid, labels=labels, guidance=guidance, generator=generator, callback=callback, **extra
-    )
+    return SAMPLERS[name](denoiser, x_T, grid, generator=generator, callback=callback, **extra)

@@ -9,14 +9,16 @@ touches an image tensor is cast to that tensor's dtype and device at the very en
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass, field
 
 import torch
 
+from mnist_diffusion.config import ScheduleName, Spacing
 from mnist_diffusion.errors import UserError
 
-SCHEDULES = ("linear", "cosine")
-SPACINGS = ("leading", "linspace", "trailing")
+SCHEDULES = typing.get_args(ScheduleName)
+SPACINGS = tuple(s for s in typing.get_args(Spacing) if s != "karras")  # grids of integer steps; karras: below
 
 
 def linear_betas(timesteps: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mnist_diffusion.evaluation.registry import Evaluator
+from mnist_diffusion.evaluation.evaluator_file import Evaluator
 
 
 @torch.no_grad()

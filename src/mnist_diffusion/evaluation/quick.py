@@ -12,9 +12,9 @@ import numpy as np
 
 from mnist_diffusion.data import load_split
 from mnist_diffusion.evaluation import metrics as M
+from mnist_diffusion.evaluation.evaluator_file import Evaluator, load_evaluator
 from mnist_diffusion.evaluation.features import extract
 from mnist_diffusion.evaluation.reference import ReferenceStats, reference_stats
-from mnist_diffusion.evaluation.registry import Evaluator, load_evaluator
 from mnist_diffusion.evaluation.report import check_samples
 
 

@@ -13,16 +13,16 @@ yardstick of the memorisation check, filled in on demand and kept in the cache.
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
+from mnist_diffusion.data import cache_dir
+from mnist_diffusion.evaluation.evaluator_file import Evaluator
 from mnist_diffusion.evaluation.features import extract
 from mnist_diffusion.evaluation.metrics import feature_statistics, nearest_neighbours
-from mnist_diffusion.evaluation.registry import Evaluator
+from mnist_diffusion.files import atomic_write
 
 CACHE_VERSION = 1
 
@@ -44,8 +44,6 @@ class ReferenceStats:
 
 
 def _cache_root() -> pathlib.Path:
-    from mnist_diffusion.data import cache_dir
-
     return cache_dir() / "evaluation"
 
 
@@ -54,18 +52,14 @@ def data_fingerprint(images: np.ndarray) -> str:
 
 
 def _atomic_savez(path: pathlib.Path, **arrays) -> None:
-    # Written to a temporary file and renamed, so a reader never sees half a file.
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, write)
     except OSError:
-        # A cache that cannot be written only costs recomputation next time.
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        pass  # a cache that cannot be written only costs recomputation next time
 
 
 def reference_stats(evaluator: Evaluator, dataset: str, images: np.ndarray, split: str = "test") -> ReferenceStats:

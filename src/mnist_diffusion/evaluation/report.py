@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import zipfile
 from typing import Iterable
 
 import numpy as np
@@ -20,9 +21,10 @@ import numpy as np
 from mnist_diffusion.data import load_split
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation import metrics as M
+from mnist_diffusion.evaluation.evaluator_file import Evaluator, load_evaluator
 from mnist_diffusion.evaluation.features import extract
 from mnist_diffusion.evaluation.reference import ReferenceStats, pixels, reference_stats, train_self_distances
-from mnist_diffusion.evaluation.registry import Evaluator, load_evaluator
+from mnist_diffusion.files import atomic_write_text
 
 ALL_METRICS = ("fid", "kid", "precision_recall", "classes", "label_accuracy", "memorisation")
 PR_K = 3
@@ -46,6 +48,26 @@ def check_samples(images, labels, source: str = "images") -> tuple[np.ndarray, n
     if labels.min() < 0 or labels.max() > 9:
         raise UserError(f"{source}: 'labels' must lie in 0-9, found values from {labels.min()} to {labels.max()}.")
     return images, labels.astype(np.int64)
+
+
+def read_samples(path: pathlib.Path, n: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """images uint8 (N, 28, 28) and labels int64 (N,) | None from a samples .npz (no pickles); the first n."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "images" not in z.files:
+                raise UserError(f"{path} has no 'images' array (found: {', '.join(z.files) or 'nothing'}); "
+                                "save samples as np.savez(path, images=uint8 (N, 28, 28), labels=int (N,)).")
+            images = z["images"]
+            labels = z["labels"] if "labels" in z.files else None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(f"cannot read samples file {path} ({e}); it must be a .npz written by numpy "
+                        "without object arrays.") from None
+    images, labels = check_samples(images, labels, source=str(path))
+    if n is not None:
+        if n > len(images):
+            raise UserError(f"{path} holds {len(images)} images but {n} were asked for; ask for {len(images)} or fewer.")
+        images, labels = images[:n], None if labels is None else labels[:n]
+    return images, labels
 
 
 def _check_counts(n: int, wanted: Iterable[str], source: str, explicit: bool) -> None:
@@ -105,8 +127,8 @@ def baseline_labels(n: int, dataset: str = "mnist", seed: int = 0, data_dir: str
     """The labels (n,) int64 of the n training images that `evaluate_images` (same seed) scores as its baseline.
 
     Sampling with these labels gives samples the baseline's class mix: FID against the test set then judges the
-    digits, not a class mix that differs from the data's (1,000 of each digit score FID 0.075 at N = 10,000 as
-    real training images, against 0.037 for a random draw; benchmarks/results/ldm_vs_pixel.md).
+    digits, not a class mix that differs from the data's (real training images drawn 1,000 per digit score
+    about twice the FID of a random draw: benchmarks/results/ldm_vs_pixel.md).
     """
     _, train_labels = load_split(dataset, "train", data_dir)
     if n > len(train_labels):
@@ -235,7 +257,5 @@ def format_report(report: dict) -> str:
     return "\n".join(out)
 
 
-def write_json(report: dict, path: str | pathlib.Path) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+def write_json(report: dict, path: str | pathlib.Path) -> pathlib.Path:
+    return atomic_write_text(path, json.dumps(report, indent=2, sort_keys=False) + "\n")

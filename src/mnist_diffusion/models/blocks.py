@@ -1,4 +1,4 @@
-"""Building blocks of the time-conditioned U-Net: noise-level embedding, residual block, 7x7 attention.
+"""Building blocks of the time-conditioned U-Net: noise-level embedding, residual block, bottom-level attention.
 
 Shapes: feature maps are (B, C, H, W); embeddings are (B, D) with D = `ModelConfig.embed_dim`.
 """
@@ -28,7 +28,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
 
 
 class Conditioning:
-    """The conditioning both U-Nets share, mixed into an nn.Module: MLP(sinusoid(t)) + class embedding.
+    """The U-Net's conditioning, mixed into an nn.Module: MLP(sinusoid(t)) + class embedding.
 
     `init_conditioning` registers `time_mlp` and `label_emb` (state-dict keys `time_mlp.*`, `label_emb.*`);
     a conditional net has num_classes + 1 label embeddings, index `num_classes` meaning "no label" (for
@@ -133,7 +133,8 @@ class SelfAttention2d(nn.Module):
 
 
 class Upsample(nn.Module):
-    """1x1 conv to the new width at the low resolution, then nearest-neighbour x2: (B, C_in, H, W) -> (B, C_out, 2H, 2W).
+    """1x1 conv to the new width at the low resolution, then nearest-neighbour resize to `size` (the skip's):
+    (B, C_in, H, W) -> (B, C_out, *size), e.g. 14 -> 28, or 4 -> 7 in a 7x7 latent.
 
     Mixing channels before repeating pixels costs 1/4 of doing it after, and a 3x3 conv at the high
     resolution follows anyway (the next residual block), so nothing is lost; no transposed-conv checkerboards.
@@ -143,5 +144,5 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(self.conv(x), scale_factor=2.0, mode="nearest")
+    def forward(self, x: torch.Tensor, size) -> torch.Tensor:
+        return F.interpolate(self.conv(x), size=tuple(size), mode="nearest")

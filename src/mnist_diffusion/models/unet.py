@@ -1,16 +1,20 @@
-"""A small time- and class-conditioned U-Net for 28x28 images, shaped for CPU training speed.
+"""A small time- and class-conditioned U-Net, shaped for CPU speed: for 28x28 images and for small latents.
 
-Default layout (channels (32, 64, 128), blocks_per_level=1, attention_7x7=True); "+" adds a skip:
+Default layout (channels (32, 64, 128), blocks_per_level=1, mid_block and mid_attention on); "+" adds a skip:
 
     encoder  x (B,C,28,28) -stem conv-> 32@28 -stride-2 conv-> 64@14 -res-> -stride-2 conv-> 128@7 -res->
     middle   res 128@7, self-attention at 7x7
     decoder  res 128@7 -1x1, up-> +skip@14 -res 64@14 -1x1, up-> +skip@28 (stem) -res 32@28
              -> GroupNorm, SiLU, conv -> (B,C,28,28)
 
+The same network runs on the (4, 7, 7) latents of latent diffusion (the `ldm` recipe: widths (64, 96), no
+middle residual block): a stride-2 conv halves 7 to 4 (rounding up), and every up-step resizes to the size of
+the skip it meets, so any input size works, odd ones included.
+
 Choices that make it several times faster on a CPU than a textbook DDPM U-Net of similar size:
 - The encoder has one residual block fewer at 28x28 than at the other levels (none by default: the
   stem conv's output is the 28x28 skip). A 3x3 conv at full resolution does as many multiply-adds as one
-  at 7x7 with 4x the channels, holds 1/16 of the parameters, and on a CPU runs about 1.5x slower.
+  at 7x7 with 4x the channels, holds 1/16 of the parameters, and on a CPU runs markedly slower.
 - Skips are added, not concatenated, so no conv ever reads a doubled width and no 1x1 skip-projections
   are needed.
 - Upsampling changes the width with a 1x1 conv at the low resolution, then repeats pixels (nearest).
@@ -36,8 +40,7 @@ from mnist_diffusion.models.blocks import Conditioning, ResBlock, SelfAttention2
 class UNet(Conditioning, nn.Module):
     """forward(x: (B,C,H,W), t: (B,) float timesteps in [0, T-1], labels: (B,) long | None) -> (B,C,H,W).
 
-    C = cfg.in_channels (1 for MNIST, 3 also works). H and W must be divisible by 2 ** (len(cfg.channels) - 1);
-    28 works for up to three levels. `num_classes` is 0 for an unconditional net, which refuses labels. A
+    C = cfg.in_channels (1 for MNIST digits, 4 for the autoencoder's latents); any H, W >= 1. `num_classes` is 0 for an unconditional net, which refuses labels. A
     conditional net has num_classes + 1 label embeddings: index `num_classes` means "no label" (for
     classifier-free guidance) and is used when labels is None. The output conv starts at zero, so a fresh
     net predicts 0 everywhere.
@@ -68,9 +71,10 @@ class UNet(Conditioning, nn.Module):
             nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(len(widths) - 1)
         )
 
-        # Middle at the bottom level: a residual block, then self-attention over its 49 positions.
-        self.mid_block = res(widths[-1])
-        self.mid_attn = SelfAttention2d(widths[-1], cfg.groups) if cfg.attention_7x7 else nn.Identity()
+        # Middle at the bottom level: a residual block, then self-attention over its positions (49 at 7x7).
+        if cfg.mid_block:
+            self.mid_block = res(widths[-1])
+        self.mid_attn = SelfAttention2d(widths[-1], cfg.groups) if cfg.mid_attention else nn.Identity()
 
         # Decoder, listed from the bottom level up; upsamples[i] leads from level i + 1 to level i.
         self.up_blocks = nn.ModuleList(blocks(cfg.blocks_per_level, width) for width in reversed(widths))
@@ -81,6 +85,7 @@ class UNet(Conditioning, nn.Module):
         # Zero-initialised output: the untrained net predicts 0, a safe start for eps, x0 and v targets.
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
+        self._register_load_state_dict_pre_hook(_rename_latent_unet_keys)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embed(t, labels, x.shape[0])
@@ -94,12 +99,23 @@ class UNet(Conditioning, nn.Module):
                 h = self.downsamples[level](h)
 
         # The bottom level needs no skip: its encoder output flows on through the middle's residual paths.
-        h = self.mid_attn(self.mid_block(h, emb))
+        if hasattr(self, "mid_block"):
+            h = self.mid_block(h, emb)
+        h = self.mid_attn(h)
 
         for i, level_blocks in enumerate(self.up_blocks):
             if i > 0:
-                h = self.upsamples[-i](h) + skips.pop()
+                skip = skips.pop()
+                h = self.upsamples[-i](h, skip.shape[-2:]) + skip
             for block in level_blocks:
                 h = block(h, emb)
 
         return self.out_conv(F.silu(self.out_norm(h)))
+
+
+def _rename_latent_unet_keys(state_dict, prefix, *args) -> None:
+    """Weights saved by the former separate `LatentUNet` named the up-step convs `up_convs.i`; here they are
+    `upsamples.i.conv` (the same 1x1 convs), so those files load unchanged."""
+    for key in [k for k in state_dict if k.startswith(prefix + "up_convs.")]:
+        index, rest = key[len(prefix + "up_convs."):].split(".", 1)
+        state_dict[f"{prefix}upsamples.{index}.conv.{rest}"] = state_dict.pop(key)

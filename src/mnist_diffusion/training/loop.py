@@ -21,19 +21,32 @@ from torch import nn
 
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.config import RunConfig
-from mnist_diffusion.data import load_split, to_float
+from mnist_diffusion.data import to_float, training_images
 from mnist_diffusion.device import autocast, resolve_device
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.evaluation.quick import quick_kid
+from mnist_diffusion.files import atomic_write_text
 from mnist_diffusion.models import build_model, count_parameters
+from mnist_diffusion.pipeline import from_training
 from mnist_diffusion.training import distributed as dist_utils
 from mnist_diffusion.training.data_order import batches_per_epoch, epoch_batches
 from mnist_diffusion.training.ema import EMA
+from mnist_diffusion.training.latent_binding import bind_autoencoder
+from mnist_diffusion.training.logger import MetricsLogger
 from mnist_diffusion.training.objectives import make_objective
 from mnist_diffusion.training.optim import build_optimizer, load_optimizer_tensors, lr_at, optimizer_tensors
 
 
 class TrainingError(UserError):
     """Training cannot go on (a NaN loss, say); the last good checkpoint is kept."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Training was interrupted and saved at `step`; `train --resume run_dir` continues it exactly."""
+
+    def __init__(self, run_dir: Path, step: int):
+        super().__init__(f"interrupted at step {step}; saved in {run_dir}")
+        self.run_dir, self.step = run_dir, step
 
 
 @dataclass
@@ -151,8 +164,6 @@ class Trainer:
 
     def fit(self, progress_bar: bool = True, stop_after: int | None = None) -> Progress:
         """Train to the configured length. `stop_after` (steps, for tests) stops early as an interruption would."""
-        from mnist_diffusion.training.logger import MetricsLogger
-
         tc = self.cfg.train
         total = self.total_steps()
         logger = MetricsLogger(self.run_dir, total, tc, self.cfg.diffusion.timesteps, self.dist.is_main and progress_bar,
@@ -182,7 +193,7 @@ class Trainer:
         except KeyboardInterrupt:
             self.save()
             logger.close()
-            raise
+            raise RunInterrupted(self.run_dir, self.progress.step) from None
         logger.close()
         return self.progress
 
@@ -190,24 +201,9 @@ class Trainer:
         """KID and label accuracy on a small sample set, logged beside the loss (rank 0)."""
         if not self.dist.is_main:
             return
-        from mnist_diffusion.evaluation.quick import quick_kid
-        from mnist_diffusion.generate import LoadedModel, generate
-
-        model = LoadedModel(self.cfg, build_model(self.cfg.model).to(self.device), self.device)
-        model.net.load_state_dict(self.sampling_weights())
-        model.net.eval()
-        n = self.cfg.train.eval_samples
-        labels = "0-9" if self.cfg.model.num_classes else None
-        images, lab = generate(model, n, labels=labels, seed=12345)
-        logger.write({"step": self.progress.step, "eval": quick_kid(images, lab, self.cfg.data.dataset)})
-
-
-def load_training_images(cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = load_split(cfg.data.dataset, "train", cfg.data.data_dir)
-    if cfg.data.limit:
-        images, labels = images[: cfg.data.limit], labels[: cfg.data.limit]
-    x = torch.from_numpy(images).unsqueeze(1).to(device)
-    return x, torch.from_numpy(labels).long().to(device)
+        out = from_training(self.cfg, self.sampling_weights(), self.device).sample(self.cfg.train.eval_samples,
+                                                                                    seed=12345)
+        logger.write({"step": self.progress.step, "eval": quick_kid(out.images, out.labels, self.cfg.data.dataset)})
 
 
 def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer:
@@ -218,8 +214,6 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     if cfg.train.threads and device.type == "cpu":
         torch.set_num_threads(cfg.train.threads)
     if cfg.latent is not None:  # latent diffusion: pin the autoencoder's hash and latent scale before writing anything
-        from mnist_diffusion.latent import bind_autoencoder
-
         cfg = bind_autoencoder(cfg, device)
     torch.manual_seed(cfg.train.seed)
     net = build_model(cfg.model).to(device)
@@ -227,7 +221,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
         net = net.to(memory_format=torch.channels_last)
     ema = EMA(net, cfg.train.ema_decay) if cfg.train.ema_decay and dist.is_main else None  # rank 0 samples
     opt = build_optimizer(net, cfg.train)
-    images, labels = load_training_images(cfg, device)
+    images, labels = training_images(cfg.data, device)
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 1 + dist.rank)
     trainer = Trainer(cfg, run_dir, device, net, opt, ema, images, labels, make_objective(cfg, device), dist=dist,
                       generator=generator)
@@ -239,7 +233,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
         dist_utils.check_same_step(dist, trainer.progress.step)
     elif dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+        atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
         info = {"event": "start", "parameters": count_parameters(net), "device": str(device),
                 "world_size": dist.world_size, "time": time.time()}
         with open(run_dir / "metrics.jsonl", "a") as f:

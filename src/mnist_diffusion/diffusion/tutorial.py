@@ -1,5 +1,6 @@
-"""The seed tutorial's toy diffusion: blend images with uniform noise, predict the clean image, and
-sample by repeatedly moving a fraction of the way towards the prediction.
+"""The toy diffusion of the tutorial the project started from ("Generating MNIST with a diffusion model", the
+`seed` recipe): blend images with uniform noise, predict the clean image, and sample by repeatedly moving a
+fraction of the way towards the prediction.
 
 Data live in [0, 1]; the network `net(x) -> x0` gets no noise level and must guess how noisy x is.
 """
@@ -10,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from mnist_diffusion.diffusion.samplers import Callback, visit
 from mnist_diffusion.errors import UserError
 
 
@@ -33,10 +35,10 @@ def corrupt(x: torch.Tensor, amount: torch.Tensor, generator: torch.Generator | 
     return x * (1 - a) + noise * a
 
 
-def seed_loss(
+def tutorial_loss(
     net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """The seed's objective: MSE(net(corrupt(x, amount)), x) with amount ~ U[0, 1) per image.
+    """The tutorial's objective: MSE(net(corrupt(x, amount)), x) with amount ~ U[0, 1) per image.
 
     x: (B, C, H, W) in [0, 1]. Draws amount, then the noise, from `generator` (or the global one).
     Returns the scalar loss.
@@ -50,23 +52,21 @@ def seed_loss(
 
 
 @torch.no_grad()
-def sample_seed(
-    net: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    steps: int,
-    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+def sample_tutorial(
+    net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, steps: int, callback: Callback | None = None
 ) -> torch.Tensor:
-    """The seed's sampler: at step i, x <- x (1 - m) + net(x) m with m = 1 / (steps - i).
+    """The tutorial's sampler: at step i, x <- x (1 - m) + net(x) m with m = 1 / (steps - i).
 
-    x: (B, C, H, W) starting point (uniform noise, made by the caller). m reaches 1 at the last
-    step, so the result is the last prediction. `callback(i, x_input, pred)` sees each step.
+    x: (B, C, H, W) starting point (uniform noise, made by the caller). m reaches 1 at the last step, so the
+    result is the last prediction. `callback` gets the samplers' step dict (`samplers.visit`) with t = the
+    nominal noise amount of the input, 1 - i / steps (what is left of the starting noise if every prediction
+    were right), and may return a replacement for x.
     """
     if not isinstance(steps, int) or steps < 1:
         raise UserError(f"The number of sampling steps must be at least 1, got {steps!r}.")
     for i in range(steps):
         pred = net(x)
-        if callback is not None:
-            callback(i, x, pred)
+        x = visit(callback, i, 1.0 - i / steps, steps, x, pred)
         mix = 1.0 / (steps - i)
         x = x * (1 - mix) + pred * mix
     return x

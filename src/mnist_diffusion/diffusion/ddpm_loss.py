@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 
 import torch
 
+from mnist_diffusion.config import Weighting
 from mnist_diffusion.diffusion.denoiser import check_prediction, net_time, num_classes_of, target_for
 from mnist_diffusion.diffusion.schedule import NoiseSchedule
 from mnist_diffusion.errors import UserError
 
-WEIGHTINGS = ("uniform", "min_snr")
+WEIGHTINGS = typing.get_args(Weighting)
 
 
 def min_snr_weight(snr: torch.Tensor, prediction: str, gamma: float = 5.0) -> torch.Tensor:

@@ -1,24 +1,34 @@
-"""`mnist-diffusion evaluator train|info`: train the evaluation classifier, or show the shipped ones."""
+"""`mnist-diffusion classifier train|info`: train the evaluator (the classifier whose features every sample metric
+uses), or show the packaged ones. `evaluator` is the same command under its earlier name, which the packaged
+evaluators' metadata records as their training command."""
 
 from __future__ import annotations
 
 import argparse
 import pathlib
 
+import torch
+
+from mnist_diffusion import assets
+from mnist_diffusion.config import DataConfig, choices
+from mnist_diffusion.data import load_split
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.evaluation.classifier_training import EvaluatorTrainConfig, train_evaluator
+from mnist_diffusion.evaluation.evaluator_file import load_evaluator, save_evaluator
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "evaluator", help="train or inspect the feature network that FID/KID/precision/recall use",
+        "classifier", aliases=["evaluator"],
+        help="train or inspect the evaluator network that FID/KID/precision/recall use",
         description="Train the evaluator classifier (its penultimate layer is the feature space of all "
-                    "sample metrics), or list the shipped evaluators and verify their sha256.")
-    sub = parser.add_subparsers(dest="evaluator_command", metavar="ACTION")
+                    "sample metrics), or list the packaged evaluators and verify their sha256.")
+    sub = parser.add_subparsers(dest="classifier_command", metavar="ACTION")
 
     train = sub.add_parser("train", help="train an evaluator (seeded, reproducible) and write safetensors",
                            description="Train the evaluator on the 60,000 training images, report test "
                                        "accuracy and write the weights with their config and command.")
-    train.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    train.add_argument("--dataset", choices=choices(DataConfig, "dataset"), default="mnist")
     train.add_argument("--epochs", type=int, default=4, help="passes over the training set (default 4)")
     train.add_argument("--seed", type=int, default=0, help="seed for weights, data order and shifts (default 0)")
     train.add_argument("--out", type=pathlib.Path, default=None,
@@ -41,12 +51,6 @@ def _positive(name: str, value: int | None) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-
-    from mnist_diffusion.evaluation.registry import save_evaluator
-    from mnist_diffusion.data import load_split
-    from mnist_diffusion.evaluation.train import EvaluatorTrainConfig, train_evaluator
-
     for name in ("epochs", "threads", "limit"):
         _positive(name, getattr(args, name))
     if args.threads is not None:
@@ -57,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
     test = load_split(args.dataset, "test", data_dir=args.data_dir)
     result = train_evaluator(cfg, train, test)
     # The command that reproduces these weights (the output path and data location do not change them).
-    command = f"mnist-diffusion evaluator train --dataset {args.dataset} --epochs {args.epochs} --seed {args.seed}"
+    command = f"mnist-diffusion classifier train --dataset {args.dataset} --epochs {args.epochs} --seed {args.seed}"
     if args.limit is not None:
         command += f" --limit {args.limit}"
     sha = save_evaluator(result.net, out, {
@@ -75,14 +79,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from mnist_diffusion.evaluation.registry import SHIPPED, load_evaluator
-
     status = 0
-    for dataset, spec in sorted(SHIPPED.items()):
+    for name in assets.names("evaluator"):
+        dataset = name.removeprefix("evaluator-")
         try:
             ev = load_evaluator(dataset)
         except UserError as e:
-            print(f"{dataset}: {spec.filename}: FAILED: {e}")
+            print(f"{dataset}: {assets.PACKAGED[name].filename}: FAILED: {e}")
             status = 1
             continue
         md = ev.metadata

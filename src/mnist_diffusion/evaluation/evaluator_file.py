@@ -1,9 +1,10 @@
-"""The evaluators shipped in the package, their sha256, and hash-checked loading.
+"""Evaluator files: hash-checked loading and reproducible writing.
 
-Every number a report prints depends on the evaluator's weights, so the weights are pinned: the
-sha256 of each shipped file is written here, and loading refuses a file whose bytes hash to
-anything else. The hash is also recorded beside every reference-statistics file and every report,
-so figures made with different networks are never compared or mixed.
+Every number a report prints depends on the evaluator's weights, so the weights are pinned: the sha256 of
+each shipped file is in the package's one registry (`mnist_diffusion.assets`, names 'evaluator-<dataset>'),
+and loading refuses a shipped file whose bytes hash to anything else. The hash is also recorded beside every
+reference-statistics file and every report, so figures made with different networks are never compared or
+mixed.
 
 Weights are safetensors (no pickled code). The file's metadata holds:
 ``format`` ("mnist-diffusion-evaluator"), ``format_version``, ``config`` (EvaluatorConfig JSON),
@@ -19,33 +20,16 @@ import pathlib
 from dataclasses import dataclass
 
 import torch
-
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 
+from mnist_diffusion import assets
+from mnist_diffusion.config import FORMAT_VERSION
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation.network import EvaluatorConfig, FeatureNet
+from mnist_diffusion.files import atomic_write_bytes
 
 FORMAT = "mnist-diffusion-evaluator"
-FORMAT_VERSION = "1"
-ASSETS = pathlib.Path(__file__).resolve().parent.parent / "assets"
-
-
-@dataclass(frozen=True)
-class ShippedEvaluator:
-    dataset: str
-    filename: str
-    sha256: str
-
-
-# To replace a shipped evaluator: `mnist-diffusion evaluator train --dataset D --out <asset path>`,
-# then paste the sha256 it prints here (the asset's card records the exact command).
-SHIPPED: dict[str, ShippedEvaluator] = {
-    "mnist": ShippedEvaluator("mnist", "evaluator-mnist.safetensors",
-                              "7347027b45f484490db5957c04df528b44b652753cb6ab99e7967ec0cb88a407"),
-    "fashion-mnist": ShippedEvaluator("fashion-mnist", "evaluator-fashion-mnist.safetensors",
-                                      "6f9d50b72614f8f90fef10c33c0b48d40e6b0542be0d4537cc47c79bdc0226ad"),
-}
 
 
 @dataclass(frozen=True)
@@ -62,20 +46,15 @@ class Evaluator:
         return self.metadata.get("dataset", "?")
 
 
-def sha256_file(path: pathlib.Path | str) -> str:
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-
-
-def shipped_path(dataset: str) -> pathlib.Path:
-    return ASSETS / _spec(dataset).filename
-
-
-def _spec(dataset: str) -> ShippedEvaluator:
-    if dataset not in SHIPPED:
-        raise UserError(f"no evaluator is shipped for dataset {dataset!r} (shipped: {', '.join(sorted(SHIPPED))}); "
-                        f"train one with `mnist-diffusion evaluator train --dataset {dataset} --out FILE` "
-                        "and pass it with --evaluator FILE.")
-    return SHIPPED[dataset]
+def shipped_name(dataset: str) -> str:
+    """The registry name of the evaluator shipped for `dataset`; a UserError if there is none."""
+    name = f"evaluator-{dataset}"
+    if not assets.is_packaged(name, "evaluator"):
+        shipped = ", ".join(n.removeprefix("evaluator-") for n in assets.names("evaluator"))
+        raise UserError(f"no evaluator is shipped for dataset {dataset!r} (shipped: {shipped}); train one with "
+                        f"`mnist-diffusion classifier train --dataset {dataset} --out FILE` and pass it with "
+                        "--evaluator FILE.")
+    return name
 
 
 def load_evaluator_file(path: pathlib.Path | str, expected_sha256: str | None) -> Evaluator:
@@ -100,9 +79,9 @@ def load_evaluator_file(path: pathlib.Path | str, expected_sha256: str | None) -
     if metadata.get("format") != FORMAT:
         raise UserError(f"{path} is not an evaluator file (metadata 'format' is {metadata.get('format')!r}, "
                         f"expected {FORMAT!r}).")
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format_version") != str(FORMAT_VERSION):
         raise UserError(f"{path} has evaluator format_version {metadata.get('format_version')!r}; this version "
-                        f"of mnist-diffusion reads {FORMAT_VERSION!r}.")
+                        f"of mnist-diffusion reads {FORMAT_VERSION}.")
     net = FeatureNet(EvaluatorConfig.from_json(metadata.get("config", "{}"), source=str(path)))
     try:
         net.load_state_dict(tensors, strict=True)
@@ -135,11 +114,11 @@ def load_evaluator(dataset: str = "mnist", path: pathlib.Path | str | None = Non
     Loaded once per process (cached on path, expected hash and modification time).
     """
     if path is None:
-        spec = _spec(dataset)
-        file, expected = ASSETS / spec.filename, spec.sha256
+        name = shipped_name(dataset)
+        file, expected = assets.directory() / assets.PACKAGED[name].filename, assets.PACKAGED[name].sha256
     else:
         file = pathlib.Path(path)
-        expected = next((s.sha256 for s in SHIPPED.values() if (ASSETS / s.filename) == file.resolve()), None)
+        expected = assets.packaged_sha256(file)
     try:
         mtime = file.stat().st_mtime_ns
     except OSError:
@@ -173,12 +152,8 @@ def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, 
 
 def save_evaluator(net: FeatureNet, path: pathlib.Path | str, metadata: dict[str, str]) -> str:
     """Write `net` with its config and `metadata` (str -> str) to `path`; returns the file's sha256."""
-    meta = {**{k: str(v) for k, v in metadata.items()}, "format": FORMAT, "format_version": FORMAT_VERSION,
+    meta = {**{k: str(v) for k, v in metadata.items()}, "format": FORMAT, "format_version": str(FORMAT_VERSION),
             "config": net.config.to_json()}
     data = canonical_safetensors(net.state_dict(), meta)
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,44 @@
+"""Command-line options that several commands share, with their choices taken from the config types."""
+
+from __future__ import annotations
+
+import argparse
+
+from mnist_diffusion.config import SampleConfig, choices
+from mnist_diffusion.errors import UserError
+from mnist_diffusion.pipeline import DEFAULT
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """--sampler, --steps, --guidance, --guidance-interval, --labels, --spacing, --eta, --batch-size."""
+    g = p.add_argument_group("sampling (defaults: the model's own settings)")
+    g.add_argument("--sampler", choices=choices(SampleConfig, "sampler"),
+                   help="tutorial (the seed recipe's) | ddpm (ancestral) | ddim | dpmpp_2m | heun")
+    g.add_argument("--steps", type=int, help="number of sampler steps (grid points)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
+    g.add_argument("--guidance-interval", metavar="LOW,HIGH",
+                   help="guide only where the noise level sigma is in (LOW, HIGH]; 'all' = every step")
+    g.add_argument("--labels", help="digits to draw, cycling: 0-9 | 7 | 3,5,8 (conditional models)")
+    g.add_argument("--spacing", choices=choices(SampleConfig, "spacing"), help="timestep spacing")
+    g.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic, 1 = DDPM-like)")
+    g.add_argument("--batch-size", type=int, help="images per batch")
+
+
+def parse_interval(text: str | None):
+    """'0.3,5' -> (0.3, 5.0); 'all' -> None (every step); None -> the model's default."""
+    if text is None:
+        return DEFAULT
+    if text.strip().lower() in ("all", "none"):
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--guidance-interval {text!r} must be two noise levels LOW,HIGH (e.g. 0.3,5) or 'all'.") from None
+    return (low, high)
+
+
+def sampling_settings(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `Pipeline.sample` that the sampling options give."""
+    return {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "labels": args.labels,
+            "spacing": args.spacing, "eta": args.eta, "batch_size": args.batch_size,
+            "guidance_interval": parse_interval(args.guidance_interval)}
