@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := out/demo
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all notebooks bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,11 +21,15 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(PY) -m mnist_diffusion sample --n 100 --labels 0-9 --out $(DEMO)/packaged-model-digits.png --gif $(DEMO)/packaged-model-denoising.gif
-	$(PY) -m mnist_diffusion train --recipe seed --epochs 2 --out $(DEMO)/seed-run --no-progress
+	$(PY) -m mnist_diffusion train --recipe seed --epochs 2 --out $(DEMO)/seed-run
 	$(PY) -m mnist_diffusion figures $(DEMO)/seed-run
 	@echo
 	@echo "Demo outputs in $(DEMO)/:"
 	@find $(DEMO) -name '*.png' -o -name '*.gif' | sort | sed 's/^/  /'
+
+# Every notebook top to bottom at full size (a few minutes each on 2 cores); figures under docs/figures/.
+notebooks: setup
+	$(PY) notebooks/build.py run --figures docs/figures
 
 test: setup
 	$(PY) -m pytest

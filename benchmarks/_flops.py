@@ -10,32 +10,19 @@ and a fair measure of how busy the matmul/conv units are.
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mnist_diffusion import precision
+
 
 def matmul_gflops(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5,
                   max_seconds: float = 20.0) -> float:
-    """Median GFLOP/s of `torch.mm` on two random (n, n) matrices of `dtype`, with every intra-op thread.
-
-    One warm-up product first (allocations, kernel selection); then up to `repeats` timed ones, stopping
-    early once `max_seconds` are spent (slow dtypes such as bf16 on AVX2-only CPUs). 2 n^3 FLOPs each.
-    """
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(dtype)
-    b = torch.randn(n, n, generator=g).to(dtype)
-    out = torch.empty(n, n, dtype=dtype)
-    torch.mm(a, b, out=out)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (not times or time.perf_counter() - start < max_seconds):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
+    """Median GFLOP/s of `torch.mm` on two random (n, n) matrices of `dtype`, with every intra-op thread
+    (`precision.matmul_gflops`: one warm-up, then up to `repeats` timed products within `max_seconds`)."""
+    return precision.matmul_gflops(dtype, n, repeats, max_seconds, summary=statistics.median)
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -32,10 +32,10 @@ from mnist_diffusion.training.loop import make_trainer  # noqa: E402
 from train_throughput import batch_stream, recipe_config  # noqa: E402
 
 VARIANTS = {
-    "fp32": [],
-    "bf16": ["train.bf16=true"],
-    "bf16 + channels_last": ["train.bf16=true", "train.channels_last=true"],
-    "bf16 + channels_last + compile": ["train.bf16=true", "train.channels_last=true", "train.compile=true"],
+    "fp32": ["train.precision=fp32"],
+    "bf16": ["train.precision=bf16"],
+    "bf16 + channels_last": ["train.precision=bf16", "train.channels_last=true"],
+    "bf16 + channels_last + compile": ["train.precision=bf16", "train.channels_last=true", "train.compile=true"],
 }
 
 

@@ -6,6 +6,7 @@ test set beside the evaluator's real-data baselines at the same N (training imag
     python benchmarks/shipped_model.py                                   # packaged model, 10,000 samples
     python benchmarks/shipped_model.py --model runs/x --n 1000 --guidance 1.5 2 3   # a guidance sweep
     python benchmarks/shipped_model.py --n 500 --settings ddpm:1000 dpmpp_2m:20     # sampler comparison
+    python benchmarks/shipped_model.py --n 2000 --guidance 2 3 --intervals all 0.28,5.42 1,80   # guidance interval
     python benchmarks/shipped_model.py --n 200 --threads 1 --settings ddpm:1000 ddim:10 ddim:20 ddim:50 ddim:100 \
         dpmpp_2m:5 dpmpp_2m:10 dpmpp_2m:20 heun:5 heun:9 heun:18 --out benchmarks/results/sampler_sweep.md
 
@@ -24,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
-from mnist_diffusion.diffusion.samplers import function_evaluations  # noqa: E402
+from mnist_diffusion.cli.options import parse_interval  # noqa: E402
 from mnist_diffusion.evaluation.report import baseline_labels, evaluate_images  # noqa: E402
-from mnist_diffusion.pipeline import load  # noqa: E402
+from mnist_diffusion.pipeline import DEFAULT, load  # noqa: E402
 
 
 def main() -> None:
@@ -35,6 +36,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--settings", nargs="+", default=["dpmpp_2m:20"], help="SAMPLER:STEPS pairs")
     ap.add_argument("--guidance", type=float, nargs="+", default=[None], help="guidance scales (default: model's)")
+    ap.add_argument("--intervals", nargs="+", default=["model"],
+                    help="guidance intervals LOW,HIGH in VE noise level sigma, 'all' (every step) or 'model' "
+                         "(the model's setting)")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the package's (64 on CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--labels", choices=["0-9", "data"], default="0-9",
@@ -46,25 +50,34 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     pipe = load(args.model)
+    evaluations = [0]  # network evaluations, counted per image row (measured, not computed)
+    pipe.net.register_forward_hook(lambda m, inputs, out: evaluations.__setitem__(0, evaluations[0] + len(out)))
     wanted = baseline_labels(args.n).tolist() if args.labels == "data" else "0-9"
     rows, raw = [], []
     baselines = None
     for setting in args.settings:
         sampler, steps = setting.split(":")
-        for w in args.guidance:
+        for w, text in ((w, text) for w in args.guidance for text in args.intervals):
+            interval = DEFAULT if text == "model" else parse_interval(text)
+            evaluations[0] = 0
             t0 = time.perf_counter()
             out = pipe.sample(args.n, sampler=sampler, steps=int(steps), guidance=w, labels=wanted,
-                              batch_size=args.batch_size, seed=0)
+                              batch_size=args.batch_size, seed=0, guidance_interval=interval)
             images, labels = out.images, out.labels
             seconds = time.perf_counter() - t0
+            nfe = evaluations[0] / args.n
+            used = pipe.settings(guidance_interval=interval).guidance_interval
+            where = "all" if used is None else f"({used[0]:g}, {used[1]:g}]"
             report = evaluate_images(images, labels, with_baselines=baselines is None,
                                      metrics=("fid", "kid", "label_accuracy", "precision_recall", "classes"))
             baselines = baselines or report["baselines"]
             s = report["samples"]
             w_used = w if w is not None else pipe.config.sample.guidance
-            rows.append((sampler, int(steps), w_used, seconds, s))
-            raw.append({"sampler": sampler, "steps": int(steps), "guidance": w_used, "seconds": seconds, **s})
-            print(f"{sampler} {steps} steps, guidance {w_used}: {args.n / seconds:.1f} img/s ({seconds:.0f} s), "
+            rows.append((sampler, int(steps), w_used, where, nfe, seconds, s))
+            raw.append({"sampler": sampler, "steps": int(steps), "guidance": w_used, "interval": where,
+                        "evaluations_per_image": nfe, "seconds": seconds, **s})
+            print(f"{sampler} {steps} steps, guidance {w_used} in {where}: {args.n / seconds:.1f} img/s "
+                  f"({seconds:.0f} s, {nfe:g} evaluations/image), "
                   f"FID@{args.n} {s['fid']:.3f}, label accuracy {s.get('label_accuracy', float('nan')):.4f}",
                   flush=True)
 
@@ -79,25 +92,26 @@ def main() -> None:
                                   "labels those of the baseline's training images (the data's class mix)")
         + "; seed 0; scored against the 10,000 MNIST test images in the project's evaluator's features.",
         "",
-        f"| sampler | steps | network evaluations per image | guidance | FID@{args.n} | FID / train-vs-test | KID×1e3 | precision | recall | label accuracy | images/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| sampler | steps | network evaluations per image | guidance | guided where sigma in | FID@{args.n} | FID / train-vs-test | KID×1e3 | precision | recall | label accuracy | images/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for sampler, steps, w, seconds, s in rows:
+    for sampler, steps, w, where, nfe, seconds, s in rows:
         lines.append(
-            f"| {sampler} | {steps} | {function_evaluations(sampler, steps) * (2 if w != 1 else 1)} | {w:g} | {s['fid']:.3f} | {s['fid'] / base_train['fid']:.2f}x | "
+            f"| {sampler} | {steps} | {nfe:g} | {w:g} | {where} | {s['fid']:.3f} | {s['fid'] / base_train['fid']:.2f}x | "
             f"{s['kid_mean'] * 1e3:.3f} ± {s['kid_std'] * 1e3:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | "
             f"{s.get('label_accuracy', float('nan')):.4f} | {args.n / seconds:.1f} |"
         )
     lines += [
-        f"| *real training images (baseline)* | | | | {base_train['fid']:.3f} | 1.00x | "
+        f"| *real training images (baseline)* | | | | | {base_train['fid']:.3f} | 1.00x | "
         f"{base_train['kid_mean'] * 1e3:.3f} | {base_train['precision']:.3f} | {base_train['recall']:.3f} | "
         f"{base_train.get('label_accuracy', float('nan')):.4f} | |",
-        f"| *uniform noise (baseline)* | | | | {base_noise['fid']:.1f} | {base_noise['fid'] / base_train['fid']:.0f}x | "
+        f"| *uniform noise (baseline)* | | | | | {base_noise['fid']:.1f} | {base_noise['fid'] / base_train['fid']:.0f}x | "
         f"{base_noise['kid_mean'] * 1e3:.1f} | {base_noise['precision']:.3f} | {base_noise['recall']:.3f} | "
         f"{base_noise.get('label_accuracy', float('nan')):.4f} | |",
         "",
         f"torch threads: {torch.get_num_threads()}. Guided sampling runs the conditional and unconditional passes "
-        "in one batch, so each step costs two network evaluations per image.",
+        "in one batch, so each guided step costs two network evaluations per image (counted by a hook on the "
+        "network); outside the guidance interval a step is one plain conditional pass.",
         "",
     ]
     text = "\n".join(lines)

@@ -96,7 +96,7 @@ def autoencoder_reference(tmp: Path) -> str:
 
 def recipe_config(name: str, args: argparse.Namespace, tmp: Path) -> RunConfig:
     cfg = RECIPES[name]
-    train = {"device": "cpu", "threads": args.threads}
+    train = {"device": "cpu", "threads": args.threads, "precision": "fp32"}  # bf16: --cpu-bf16, precision.py
     if args.batch_size:
         train["batch_size"] = args.batch_size
     # A few thousand images are plenty: indexing cost does not depend on the data set's size, and the latent
@@ -120,7 +120,7 @@ def batch_stream(trainer: Trainer):
 
 
 def cpu_autocast(enabled: bool):
-    """bf16 autocast on the CPU, which the package itself never turns on (device.autocast is CUDA-only)."""
+    """bf16 autocast on the CPU around the package's fp32 step (what train.precision=bf16 does inside it)."""
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 

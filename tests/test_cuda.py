@@ -13,8 +13,8 @@ import torch
 
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.config import apply_overrides
-from mnist_diffusion.device import autocast
 from mnist_diffusion.pipeline import load
+from mnist_diffusion.precision import autocast
 from mnist_diffusion.recipes import get_recipe
 from mnist_diffusion.training import distributed as dist_utils
 from mnist_diffusion.training.loop import make_trainer
@@ -36,7 +36,7 @@ def tiny(*extra):
 def cuda_run(tmp_path_factory):
     """Three bf16, channels_last training steps on the GPU."""
     run = tmp_path_factory.mktemp("cuda") / "run"
-    cfg = tiny("train.device=cuda", "train.bf16=true", "train.channels_last=true", "train.max_steps=3")
+    cfg = tiny("train.device=cuda", "train.precision=auto", "train.channels_last=true", "train.max_steps=3")
     trainer = make_trainer(cfg, run)
     trainer.fit(progress_bar=False)
     return run, trainer
@@ -50,7 +50,7 @@ def test_training_runs_on_the_gpu_in_bf16_and_channels_last(cuda_run):
     x, labels = trainer.batch(torch.arange(4))
     assert x.is_contiguous(memory_format=torch.channels_last)
     if torch.cuda.is_bf16_supported():
-        with autocast(trainer.device, True):
+        with autocast(trainer.device, "bf16"):
             out = trainer.net(x, torch.full((4,), 500.0, device=x.device), labels)
         assert out.dtype == torch.bfloat16
     state = ckpt.load_checkpoint(run / ckpt.STATE_FILE)

@@ -86,6 +86,31 @@ def test_damaged_cache_entry_is_ignored(monkeypatch):
     assert cache.load_decoded("fashion-mnist", "download", "test") is None
 
 
+def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+
+
+def test_download_cache_reads_the_checked_gz_files_not_raw_ones_beside_them(monkeypatch):
+    import gzip
+    import hashlib
+
+    from mnist_diffusion.data import download, idx
+
+    monkeypatch.setattr(packaged, "packaged_file", lambda: None)
+    folder = download.idx_dir("mnist")
+    folder.mkdir(parents=True)
+    images, labels = np.full((3, 28, 28), 7, np.uint8), np.array([1, 2, 3], np.uint8)
+    pinned = {}
+    for name, array, magic in zip(idx.SPLIT_FILES["test"], (images, labels), (idx.IMAGES_MAGIC, idx.LABELS_MAGIC)):
+        gz = gzip.compress(_idx_bytes(array, magic))
+        (folder / f"{name}.gz").write_bytes(gz)
+        pinned[f"{name}.gz"] = hashlib.sha256(gz).hexdigest()
+        (folder / name).write_bytes(_idx_bytes(array[:2] * 0, magic))  # a raw file that disagrees
+    monkeypatch.setitem(download.SHA256, "mnist", pinned)
+    got_images, got_labels = load_split("mnist", "test")
+    assert got_labels.tolist() == [1, 2, 3] and (got_images == 7).all()
+
+
 def test_unwritable_cache_only_warns(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -106,5 +131,6 @@ def test_real_packaged_mnist_loads_and_is_cached():
     assert time.perf_counter() - start < 1.0
     assert xt.shape == (10_000, 28, 28) and yt.shape == (10_000,)
     assert np.bincount(yt).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    tag = packaged.SHA256[:12]  # the entry is tied to the file it was decoded from
     assert sorted(p.name for p in cache_dir().iterdir()) == [
-        f"mnist-packaged-{s}-{k}.npy" for s in ("test", "train") for k in ("images", "labels")]
+        f"mnist-packaged-{tag}-{s}-{k}.npy" for s in ("test", "train") for k in ("images", "labels")]

@@ -17,7 +17,8 @@ from mnist_diffusion.models import build_model
 from mnist_diffusion.pipeline import load
 from mnist_diffusion.recipes import get_recipe
 from mnist_diffusion.training import distributed as dist_utils
-from mnist_diffusion.training.loop import make_trainer
+from mnist_diffusion.training import stops
+from mnist_diffusion.training.loop import RunInterrupted, make_trainer
 from mnist_diffusion.training.objectives import make_objective
 
 # A class-conditional U-Net small enough to train a few steps in seconds: it exercises EMA, label dropout,
@@ -130,12 +131,18 @@ def test_label_dropout_survives_a_wrapper():
 def test_a_stop_request_ends_training_at_a_step_boundary_and_saves(tmp_path, monkeypatch):
     cfg = apply_overrides(get_recipe("ddpm-cond"), [*TINY, "data.limit=256"])
     trainer = make_trainer(cfg, tmp_path / "run")
-    trainer.fit(progress_bar=False, stop_after=2)
-    monkeypatch.setattr(dist_utils, "_stop_requested", True)
-    with pytest.raises(KeyboardInterrupt):
+    objective = trainer.objective
+
+    def stop_requested_during_step_2(net, x, labels, g):
+        if trainer.progress.step == 2:
+            stops.request(signal.SIGTERM)
+        return objective(net, x, labels, g)
+
+    trainer.objective = stop_requested_during_step_2
+    with pytest.raises(RunInterrupted):
         trainer.fit(progress_bar=False)
-    assert trainer.progress.step == 2
-    assert ckpt.load_checkpoint(tmp_path / "run" / ckpt.STATE_FILE).info["step"] == 2
+    assert trainer.progress.step == 3  # the step under way is finished, then saved
+    assert ckpt.load_checkpoint(tmp_path / "run" / ckpt.STATE_FILE).info["step"] == 3
 
 
 def test_other_ranks_get_their_own_random_streams():
@@ -178,7 +185,7 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_the_same_step(tmp_path):
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)  # what a Ctrl-C in the terminal does: torchrun passes it to each rank
     out, _ = proc.communicate(timeout=120)
-    assert "Interrupted at step" in out, out[-4000:]
+    assert "Stopped by SIGINT after step" in out, out[-4000:]
     rank0, rank1 = read_sums(sums, 0), read_sums(sums, 1)
     assert rank0 == rank1
     step = ckpt.load_checkpoint(run / ckpt.STATE_FILE).info["step"]

@@ -11,7 +11,7 @@ PACKAGE = ROOT / "src" / "mnist_diffusion"
 # Floors, lowest first: a module may import from its own floor and the ones below, never from above.
 FLOORS = [
     {"errors", "files", "config"},
-    {"assets", "recipes", "device", "images", "data"},
+    {"assets", "recipes", "device", "precision", "images", "data"},
     {"models", "diffusion", "checkpoint", "evaluation"},
     {"latent"},
     {"pipeline"},

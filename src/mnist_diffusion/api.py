@@ -13,6 +13,7 @@ More in docs/api.md.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -24,13 +25,16 @@ from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.config import RunConfig, apply_overrides, with_changes
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation.report import baseline_labels, evaluate_images, read_samples
+from mnist_diffusion.files import check_writable
 from mnist_diffusion.pipeline import Pipeline, load
+from mnist_diffusion.precision import resolve_precision
 from mnist_diffusion.recipes import get_recipe
-from mnist_diffusion.training.distributed import shutdown
+from mnist_diffusion.training import run_lock
+from mnist_diffusion.training.distributed import is_main_process, shutdown
 from mnist_diffusion.training.loop import make_trainer
 
 # On --resume only the length of a run may change; anything else would make it a different run.
-RESUMABLE_CHANGES = {"train": ("epochs", "max_steps")}
+RESUMABLE_CHANGES = {"train": ("epochs", "max_steps", "precision")}  # precision: the numerics of another machine
 
 
 def _changed(cfg: RunConfig, overrides: list[str], sections: dict[str, dict]) -> RunConfig:
@@ -52,13 +56,16 @@ def resolve_run(recipe: str | RunConfig = "seed", out: str | Path | None = None,
         changed = _changed(cfg, overrides, sections)
         keep = {s: {k: getattr(getattr(cfg, s), k) for k in keys} for s, keys in RESUMABLE_CHANGES.items()}
         if with_changes(changed, **keep) != cfg:
-            raise UserError("On resume only train.epochs and train.max_steps may change; start a new run for "
-                            "other settings.")
+            raise UserError("On resume only train.epochs and train.max_steps may change (and train.precision); start "
+                            "a new run for other settings.")
         return changed, run_dir
     cfg = _changed(recipe if isinstance(recipe, RunConfig) else get_recipe(recipe), overrides, sections)
     run_dir = Path(out) if out is not None else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"The output {run_dir} is an existing file, not a run directory; choose a new folder.")
     if (run_dir / ckpt.STATE_FILE).exists() or (run_dir / ckpt.MODEL_FILE).exists():
         raise UserError(f"{run_dir} already holds a run; resume it (--resume {run_dir}) or choose another output.")
+    check_writable(run_dir, "run directory", directory=True)
     return cfg, run_dir
 
 
@@ -69,32 +76,57 @@ def train(recipe: str | RunConfig = "seed", out: str | Path | None = None, *, re
 
     Overrides are typed and checked as `--set` is: `train("ddpm-cond", out="runs/c", train={"max_steps": 200},
     model={"channels": [32, 64, 64]})`, or as strings, overrides=["train.lr=2e-4"]. `resume="runs/c"`
-    continues that run exactly where it stopped. Interrupted (Ctrl-C), the run saves and the interruption
-    propagates. Writes config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors and, with
+    continues that run exactly where it stopped. Stopped by SIGINT (Ctrl-C, a notebook's interrupt) or
+    SIGTERM, the run finishes the step under way, saves and raises `RunInterrupted`. One process at a time
+    may train in a run directory (a `lock` file there); a new run that fails before its first checkpoint
+    leaves no files behind. Writes config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors and, with
     `samples`, samples.png; returns the run directory.
     """
     cfg, run_dir = resolve_run(recipe, out, resume, overrides, **sections)
-    trainer = make_trainer(cfg, run_dir, resume=resume is not None)
-    main = trainer.dist.is_main
-    if main and progress:
-        verb = "Resuming" if resume is not None else "Training"
-        print(f"{verb} {cfg.recipe} in {run_dir} on {trainer.device} "
-              f"(step {trainer.progress.step} of {trainer.total_steps()})", file=sys.stderr)
+    main = is_main_process()
+    created = not run_dir.exists()
+    held = False
     try:
-        trainer.fit(progress_bar=progress)
-    finally:
-        shutdown()
-    if main and samples:
-        pipe = load(run_dir, trainer.device)
-        pipe.sample(100 if pipe.num_classes else 64).save(run_dir / "samples.png", nrow=None if pipe.num_classes
-                                                          else 8)
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock.locked(run_dir, enabled=main):
+            held = True
+            for stale in run_dir.glob(".*.tmp"):  # half-written files of a process killed mid-write
+                stale.unlink(missing_ok=True)
+            trainer = make_trainer(cfg, run_dir, resume=resume is not None)
+            if main and progress:
+                verb = "Resuming" if resume is not None else "Training"
+                numerics = resolve_precision(cfg.train.precision, trainer.device, "train")
+                print(f"{verb} {cfg.recipe} in {run_dir} on {trainer.device} in {numerics} "
+                      f"(step {trainer.progress.step} of {trainer.total_steps()})", file=sys.stderr)
+            try:
+                trainer.fit(progress_bar=progress)
+            finally:
+                shutdown()
+            if main and samples:
+                pipe = load(run_dir, trainer.device)
+                pipe.sample(100 if pipe.num_classes else 64).save(run_dir / "samples.png",
+                                                                  nrow=None if pipe.num_classes else 8)
+    except BaseException:
+        if main and held and resume is None and not (run_dir / ckpt.STATE_FILE).exists():
+            _remove_failed_start(run_dir, created)
+        raise
     return run_dir
+
+
+def _remove_failed_start(run_dir: Path, created: bool) -> None:
+    """A new run that failed before its first checkpoint leaves nothing behind."""
+    for name in ("config.json", "metrics.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only if empty
 
 
 def evaluate(source: str | Path | Pipeline | np.ndarray | None = None, n: int | None = None, *, labels=None,
              dataset: str | None = None, data_dir: str | None = None,
              seed: int = 0, metrics: list[str] | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
-             baselines: bool = True, evaluator: str | None = None, progress: bool = False,
+             baselines: bool = True, evaluator: str | None = None, progress: bool = False, precision: str = "auto",
              **sampling: Any) -> dict:
     """Score samples against real data with the packaged evaluator, beside baselines at the same N.
 
@@ -103,7 +135,8 @@ def evaluate(source: str | Path | Pipeline | np.ndarray | None = None, n: int | 
     ('images' uint8 (N, 28, 28), optional 'labels'), or a uint8 array of images (N, 28, 28).
     labels: for an array, its images' int labels (N,); for a model, what `Pipeline.sample` takes, or 'data':
     the labels of the training images the baseline scores, so samples and baseline share a class mix.
-    The dataset defaults to the model's (MNIST for samples).
+    The dataset defaults to the model's (MNIST for samples). precision: what `load` takes, for a model named by
+    path or name ('auto' | 'fp32' | 'bf16').
     Returns the report dict (`evaluation.report.format_report` prints it).
     """
     started = time.perf_counter()
@@ -119,7 +152,7 @@ def evaluate(source: str | Path | Pipeline | np.ndarray | None = None, n: int | 
         images, given = read_samples(Path(source), n)
         what, dataset = str(source), dataset or "mnist"
     else:
-        pipe = source if isinstance(source, Pipeline) else load(source)
+        pipe = source if isinstance(source, Pipeline) else load(source, precision=precision)
         n = n or 10_000
         dataset = dataset or pipe.config.data.dataset
         data_dir = data_dir if data_dir is not None else pipe.config.data.data_dir

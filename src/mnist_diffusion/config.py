@@ -68,6 +68,7 @@ Prediction = Literal["eps", "x0", "v"]
 Weighting = Literal["uniform", "min_snr"]
 OptimizerName = Literal["adam", "adamw"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 where the device runs it fast (precision.py)
 SamplerName = Literal["tutorial", "ddpm", "ddim", "dpmpp_2m", "heun"]
 Spacing = Literal["leading", "linspace", "trailing", "karras"]
 
@@ -134,7 +135,7 @@ class TrainConfig:
     eval_every: PositiveInt | None = None  # steps between in-training KID checks; None = never
     eval_samples: Annotated[int, Range(2)] = 500
     device: DeviceName = "auto"
-    bf16: bool = True  # bf16 autocast where the device runs it fast (CUDA)
+    precision: Precision = "auto"  # bf16 autocast (fp32 master weights) where it is fast: CUDA, AMX CPUs
     channels_last: bool = False
     compile: bool = False
     threads: PositiveInt | None = None  # CPU threads; None = torch's default
@@ -268,6 +269,7 @@ LEGACY: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("model", "attention_7x7", "mid_attention", {}),
     ("diffusion", "kind", "kind", {"seed": "tutorial"}),
     ("sample", "sampler", "sampler", {"seed": "tutorial"}),
+    ("train", "bf16", "precision", {True: "auto", False: "fp32"}),  # the former bool: autocast where fast, or not
 )
 
 
@@ -277,7 +279,7 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
         node = data.get(section)
         if isinstance(node, dict) and old in node:
             value = node.pop(old)
-            node[new] = values.get(value, value) if isinstance(value, str) else value
+            node[new] = values.get(value, value) if isinstance(value, (str, bool)) else value
     model = data.get("model")
     if isinstance(model, dict) and model.get("kind") == "latent_unet":  # the latent U-Net is now a UNet option
         model["kind"] = "unet"

@@ -1,8 +1,6 @@
-"""Choosing the device and the numerics that suit it."""
+"""Choosing the device (its numerics, fp32 or bf16: precision.py)."""
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 
@@ -25,13 +23,3 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise UserError(f"Unknown device {name!r}; choose auto, cpu, cuda or mps.")
     return torch.device(name)
 
-
-def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast on CUDA when asked (fast and safe there); a no-op elsewhere.
-
-    On CPUs without native bf16 matmul (AVX2-only, like many laptops), bf16 autocast is slower than fp32,
-    so the CPU path stays in fp32.
-    """
-    if bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

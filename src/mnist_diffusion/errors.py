@@ -11,3 +11,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint or run directory that is missing, corrupt or of another kind."""
+
+
+class OutputError(UserError):
+    """An output path that cannot be written; the message names it and says why."""

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mnist_diffusion.errors import OutputError
+
 
 def _default_mode() -> int:
     umask = os.umask(0)
@@ -63,6 +65,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def check_writable(path: str | os.PathLike, what: str = "output", directory: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: `path` (a file, or with `directory` a folder,
+    neither of which need exist yet) must not be of the other kind, and the nearest existing folder on its way
+    must let this process create a file (tried, then removed). Raises OutputError naming the path and why."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise OutputError(f"Cannot write the {what} {path}: it is {kind}; give a {'folder' if directory else 'file'} "
+                          "path.")
+    base = path if directory and path.is_dir() else path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise OutputError(f"Cannot write the {what} {path}: {base} is a file, not a folder.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".write-check.")
+    except OSError as e:
+        raise OutputError(f"Cannot write the {what} {path}: {base} does not accept new files "
+                          f"({e.strerror or e}).") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -1,4 +1,8 @@
-"""Image grids and animations as plain uint8 arrays written with Pillow (no torchvision)."""
+"""Image grids and animations as plain uint8 arrays written with Pillow (no torchvision).
+
+One colour convention everywhere: 0 = black background, 255 = white stroke, as MNIST stores digits. Labels
+and captions are drawn in PIL's default font, light grey on the same black.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from mnist_diffusion.files import atomic_write
 
@@ -52,8 +56,76 @@ def write_npz(path: str | Path, images: np.ndarray, labels: np.ndarray | None = 
     return atomic_write(path, write)
 
 
+TEXT = 220  # grey level of labels and captions
+SEPARATOR = 70  # grey between the cells of a labelled grid
+FONT_SIZE = 12
+
+
+def _font() -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=FONT_SIZE)
+    except (TypeError, ValueError, OSError):  # Pillow built without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def text_size(text: str) -> tuple[int, int]:
+    """(width, height) in pixels of one line of `text` in the labels' font."""
+    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=_font())
+    return right - left, bottom - top
+
+
+def label_margins(row_labels=None, col_labels=None, title: str | None = None,
+                  caption: str | None = None) -> tuple[int, int, int]:
+    """(left, top, bottom) margins in pixels that `labelled_grid` adds for these labels."""
+    line = text_size("Ag0")[1] + 6
+    left = max((text_size(str(r))[0] for r in row_labels), default=0) + 8 if row_labels else 0
+    top = (line if title else 0) + (line if col_labels else 0)
+    return left, top, line if caption else 0
+
+
+def labelled_grid(images: np.ndarray, nrow: int | None = None, row_labels=None, col_labels=None,
+                  title: str | None = None, caption: str | None = None, scale: int = 2) -> np.ndarray:
+    """A grid of uint8 digits (N, H, W), each pixel `scale` x `scale`, with a label left of each row, one above
+    each column, a title line on top and a caption line below; uint8 (H', W'), white on black.
+
+    The digits sit at offset `label_margins(...)[:2]` (left, top), as `grid` (upscaled, cells separated by grey)
+    draws them; the image is widened, if need be, to fit the title and caption.
+    """
+    g = np.asarray(_upscale(grid(images, nrow, pad_value=SEPARATOR), scale))
+    images = np.asarray(images)
+    _, h, w = (images[:, 0] if images.ndim == 4 else images).shape
+    left, top, bottom = label_margins(row_labels, col_labels, title, caption)
+    widest = max((text_size(s)[0] + 8 for s in (title, caption) if s), default=0)
+    width = max(left + g.shape[1], widest)
+    canvas = Image.new("L", (width, top + g.shape[0] + bottom), 0)
+    canvas.paste(Image.fromarray(g), (left, top))
+    draw, font, line = ImageDraw.Draw(canvas), _font(), text_size("Ag0")[1] + 6
+    cell_w, cell_h, pad = (w + 2) * scale, (h + 2) * scale, 2 * scale
+    if title:
+        draw.text((4, 2), title, fill=TEXT, font=font)
+    if col_labels:
+        for c, label in enumerate(col_labels):
+            x = left + pad + c * cell_w + (w * scale - text_size(str(label))[0]) // 2
+            draw.text((x, top - line + 2), str(label), fill=TEXT, font=font)
+    if row_labels:
+        for r, label in enumerate(row_labels):
+            y = top + pad + r * cell_h + (h * scale - text_size(str(label))[1]) // 2
+            draw.text((4, y), str(label), fill=TEXT, font=font)
+    if caption:
+        draw.text((4, top + g.shape[0] + 3), caption, fill=TEXT, font=font)
+    return np.asarray(canvas)
+
+
+GIF_LEVELS = 32  # grey levels in a GIF: noisy frames barely compress, and 32 levels halve the file
+
+
 def save_gif(frames: list[np.ndarray], path: str | Path, scale: int = 2, duration_ms: int = 80) -> Path:
-    """Write uint8 frames (each an (H, W) grid) as a looping GIF; the last frame is held longer."""
+    """Write uint8 frames (each (H, W)) as a looping GIF of `GIF_LEVELS` grey levels; the last frame is held
+    longer. Frames of different sizes are padded with black, at the right and bottom, to the largest."""
+    height, width = max(f.shape[0] for f in frames), max(f.shape[1] for f in frames)
+    step = 255 / (GIF_LEVELS - 1)
+    frames = [(np.round(np.pad(f, ((0, height - f.shape[0]), (0, width - f.shape[1]))) / step) * step).astype(np.uint8)
+              for f in frames]
     pils = [_upscale(f, scale) for f in frames]
     durations = [duration_ms] * (len(pils) - 1) + [1500]
     return atomic_write(

@@ -46,6 +46,7 @@ from mnist_diffusion.errors import UserError
 from mnist_diffusion.images import grid_image, save_grid, write_npz
 from mnist_diffusion.latent import FrozenAutoencoder, decode_latents, encode_latents, load_autoencoder, reconstruct
 from mnist_diffusion.models import build_model
+from mnist_diffusion.precision import PrecisionChoice, resolve_precision, run_network_in
 
 INPAINT_METHODS = ("project", "replace")
 DEFAULT = "default"  # guidance_interval=DEFAULT: the model's own setting (None means: guide at every step)
@@ -167,13 +168,25 @@ class Pipeline:
 
     config: the `RunConfig` it was trained with (its `sample` section holds the default sampler settings);
     net: the network in eval mode; device; path: the file it came from (None if built in memory).
+    precision: 'fp32' (default: the net as given), 'bf16' or 'auto' (`precision.resolve_precision`); bf16
+    casts `net`'s weights to bf16 in place, and the net then takes and returns fp32 (x_t is cast at its
+    boundary), so schedule, sampler state and images stay fp32. `pipe.precision` says which and why; an
+    autoencoder always runs fp32.
     """
 
     def __init__(self, config: RunConfig, net: nn.Module, device: str | torch.device = "cpu",
-                 path: Path | None = None, name: str | None = None, autoencoder: FrozenAutoencoder | None = None):
+                 path: Path | None = None, name: str | None = None, autoencoder: FrozenAutoencoder | None = None,
+                 precision: str | PrecisionChoice = "fp32"):
         self.config, self.net, self.device = config, net, torch.device(device)
         self.path, self.name = path, name or (str(path) if path else config.recipe)
         self._autoencoder = autoencoder
+        self.precision = resolve_precision(precision, self.device, "sample")
+        if config.model.kind == "autoencoder" and self.precision.precision != "fp32":
+            self.precision = PrecisionChoice("fp32", "an autoencoder reconstructs in fp32")
+        self._fp32_weights = None  # the weights as loaded, for save(), while the net runs in bf16
+        if self.precision.precision == "bf16":
+            self._fp32_weights = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+            run_network_in(net, torch.bfloat16)
 
     # ---- what it is -------------------------------------------------------------------------------------
     @property
@@ -222,7 +235,7 @@ class Pipeline:
         path = Path(path)
         if path.suffix != ".safetensors":
             path = path / ckpt.MODEL_FILE
-        ckpt.save_model(path, self.config, self.net.state_dict())
+        ckpt.save_model(path, self.config, self._fp32_weights or self.net.state_dict())
         return path
 
     # ---- sampling -----------------------------------------------------------------------------------------
@@ -245,6 +258,10 @@ class Pipeline:
                 raise ConfigError(f"sampler {resolved.sampler!r} does not fit this model; choose {allowed}.")
         except ConfigError as e:
             raise UserError(f"{e}") from None
+        interval = resolved.guidance_interval
+        if interval is not None and (len(interval) != 2 or interval[0] >= interval[1]):
+            raise UserError(f"The guidance interval must be two noise levels LOW,HIGH with LOW < HIGH, got "
+                            f"{','.join(f'{v:g}' for v in interval)}.")
         if resolved.eta and resolved.sampler != "ddim":
             raise UserError(f"eta={resolved.eta} only applies to the ddim sampler, not {resolved.sampler!r}.")
         return resolved
@@ -356,6 +373,7 @@ class Pipeline:
         bar.close()
         samples = torch.cat(out)
         info = {"model": self.name, **dataclasses.asdict(settings), "seed": seed, "n": n,
+                "precision": self.precision.precision, "precision_reason": self.precision.reason,
                 "seconds": time.perf_counter() - started}
         return SampleResult(to_uint8(samples, self.value_range), all_labels, samples, self.value_range, info)
 
@@ -513,17 +531,20 @@ def _with_progress(callback: StepCallback | None, bar, start: int) -> StepCallba
     return step
 
 
-def load(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> Pipeline:
+def load(name_or_path: str | Path | None = None, device: str | torch.device = "cpu",
+         precision: str = "auto") -> Pipeline:
     """A `Pipeline` for a packaged model ('ddpm-cond', 'ldm'; None = 'ddpm-cond'), a run directory or a
-    checkpoint file (a training state samples with its EMA weights). device: 'cpu', 'cuda', 'mps' or 'auto'."""
+    checkpoint file (a training state samples with its EMA weights). device: 'cpu', 'cuda', 'mps' or 'auto'.
+    precision: 'auto' (bf16 on CPUs with bf16 matrix units, else fp32; `pipe.precision` says why), 'fp32', 'bf16'."""
     device = resolve_device(str(device)) if isinstance(device, str) else torch.device(device)
+    precision = resolve_precision(precision, device, "sample")  # a bad value is refused before any file is read
     path = ckpt.resolve_model_path(name_or_path)
     loaded = ckpt.load_checkpoint(path, device)
     net = ckpt.load_weights(build_model(loaded.config.model).to(device), ckpt.model_weights(loaded), path)
     net.eval()
     sampling_layout(net, device)
     name = assets.DEFAULT_MODEL if name_or_path is None else str(name_or_path)
-    pipe = Pipeline(loaded.config, net, device, path, name=name)
+    pipe = Pipeline(loaded.config, net, device, path, name=name, precision=precision)
     pipe.autoencoder  # a latent model: refuse a missing or different autoencoder now, not after sampling
     return pipe
 

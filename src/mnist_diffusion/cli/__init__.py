@@ -4,11 +4,14 @@ with a `register(subparsers)` that sets the function to run."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from mnist_diffusion import __version__
 from mnist_diffusion.cli import classifier_cmd, evaluate_cmd, figures_cmd, inpaint_cmd, sample_cmd, serve_cmd, train_cmd
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.training import stops
 
 SUBCOMMANDS = (train_cmd, sample_cmd, inpaint_cmd, serve_cmd, figures_cmd, evaluate_cmd, classifier_cmd)
 
@@ -50,11 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stops.raise_terminated) if main_thread else None
     try:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"mnist-diffusion {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"mnist-diffusion {args.command}: interrupted.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        name = "SIGTERM" if isinstance(e, stops.Terminated) else "SIGINT"
+        print(f"mnist-diffusion {args.command}: stopped by {name}.", file=sys.stderr)
+        return stops.exit_code(signal.SIGTERM if name == "SIGTERM" else signal.SIGINT)
+    except OSError as e:  # outputs are checked before the work; this is a disk that filled up or went away
+        where = f" {e.filename}" if e.filename else ""
+        print(f"mnist-diffusion {args.command}: error: cannot write or read{where}: {e.strerror or e}.",
+              file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

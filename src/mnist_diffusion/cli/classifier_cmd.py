@@ -15,6 +15,7 @@ from mnist_diffusion.data import load_split
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation.classifier_training import EvaluatorTrainConfig, train_evaluator
 from mnist_diffusion.evaluation.evaluator_file import load_evaluator, save_evaluator
+from mnist_diffusion.files import check_writable
 
 
 def register(subparsers) -> None:
@@ -56,6 +57,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out = args.out or pathlib.Path(f"evaluator-{args.dataset}.safetensors")
+    check_writable(out, "evaluator file")
     cfg = EvaluatorTrainConfig(dataset=args.dataset, epochs=args.epochs, seed=args.seed, limit=args.limit)
     train = load_split(args.dataset, "train", data_dir=args.data_dir)
     test = load_split(args.dataset, "test", data_dir=args.data_dir)

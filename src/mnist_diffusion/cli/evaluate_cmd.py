@@ -7,10 +7,11 @@ import argparse
 import pathlib
 
 from mnist_diffusion.api import evaluate
-from mnist_diffusion.cli.options import add_sampling_options, sampling_settings
+from mnist_diffusion.cli.options import add_precision_option, add_sampling_options, sampling_settings
 from mnist_diffusion.config import DataConfig, choices
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation.report import ALL_METRICS, format_report, write_json
+from mnist_diffusion.files import check_writable
 from mnist_diffusion.pipeline import load
 
 DEFAULT_N = 10_000
@@ -29,6 +30,7 @@ def register(subparsers) -> None:
     add_sampling_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed for sampling, baselines and KID subsets (default 0)")
     p.add_argument("--device", default="cpu", help="device to sample on: cpu | cuda | mps | auto")
+    add_precision_option(p)
     p.add_argument("--dataset", choices=choices(DataConfig, "dataset"), default=None,
                    help="data set to score against (default: the model's; mnist for a .npz)")
     p.add_argument("--data-dir", default=None, help="directory with the dataset's IDX files")
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
+    if args.json is not None:
+        check_writable(args.json, "JSON report")
     metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
     common = dict(dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, metrics=metrics,
                   kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
@@ -56,12 +60,13 @@ def run(args: argparse.Namespace) -> int:
         if not pathlib.Path(args.path).is_file():
             raise UserError(f"samples file {args.path} does not exist.")
         given = {k: v for k, v in sampling_settings(args).items() if v is not None and k != "guidance_interval"}
+        given.update({"precision": args.precision} if args.precision is not None else {})
         if given or args.guidance_interval is not None:
             flag = next(iter(given), "guidance_interval").replace("_", "-")
             raise UserError(f"--{flag} applies only when PATH is a model, but {args.path} is a .npz of samples.")
         report = evaluate(args.path, args.n, **common)
     else:
-        pipe = load(args.path, args.device)
+        pipe = load(args.path, args.device, args.precision or "auto")
         n = args.n or DEFAULT_N
         print(f"drawing {n} samples from {args.path} ...", flush=True)
         settings = sampling_settings(args)

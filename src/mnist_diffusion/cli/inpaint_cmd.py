@@ -11,6 +11,7 @@ import numpy as np
 from mnist_diffusion import assets
 from mnist_diffusion.cli.options import add_sampling_options
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.files import check_writable
 from mnist_diffusion.images import inpainting_grid, save_image
 from mnist_diffusion.pipeline import INPAINT_METHODS, half_mask, load
 
@@ -63,6 +64,9 @@ def read_input(path: Path, keep: str | None) -> tuple[np.ndarray, np.ndarray, np
 
 
 def run(args: argparse.Namespace) -> int:
+    for path, what in ((args.npz, "completions file"), (args.out, "grid")):
+        if path is not None:
+            check_writable(path, what)
     images, mask, file_labels = read_input(args.input, args.keep)
     pipe = load(args.path, args.device)
     labels = args.labels if args.labels is not None else file_labels

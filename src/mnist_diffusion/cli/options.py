@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mnist_diffusion.config import SampleConfig, choices
+from mnist_diffusion.config import SampleConfig, TrainConfig, choices
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.pipeline import DEFAULT
 
@@ -22,6 +22,13 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--spacing", choices=choices(SampleConfig, "spacing"), help="timestep spacing")
     g.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic, 1 = DDPM-like)")
     g.add_argument("--batch-size", type=int, help="images per batch")
+
+
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    """--precision auto|fp32|bf16 (default auto: bf16 where this device runs it fast, else fp32)."""
+    p.add_argument("--precision", choices=choices(TrainConfig, "precision"), default=None,
+                   help="numerics: auto (default: bf16 on CPUs with AMX / AVX-512-BF16 units and for CUDA "
+                        "training, else fp32) | fp32 | bf16")
 
 
 def parse_interval(text: str | None):

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from mnist_diffusion import assets
-from mnist_diffusion.cli.options import add_sampling_options, sampling_settings
+from mnist_diffusion.cli.options import add_precision_option, add_sampling_options, sampling_settings
+from mnist_diffusion.errors import UserError
 from mnist_diffusion.figures import Trajectory, write_trajectory_gif
+from mnist_diffusion.files import check_writable
 from mnist_diffusion.pipeline import load
 
 
@@ -26,7 +28,9 @@ def register(sub) -> None:
     add_sampling_options(p)
     p.add_argument("--seed", type=int, default=0, help="image i starts from noise seeded with SEED + i")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
-    p.add_argument("--out", type=Path, default=Path("samples.png"), help="grid PNG to write (default samples.png)")
+    add_precision_option(p)
+    p.add_argument("--out", type=Path, help="grid PNG to write (default: samples.png, unless --npz or --gif is "
+                                           "given)")
     p.add_argument("--npz", type=Path, help="also write images (uint8 N,28,28) [and labels] to this .npz")
     p.add_argument("--gif", type=Path, help="also write the denoising of the first images as an animated GIF")
     p.add_argument("--nrow", type=int, help="images per grid row")
@@ -35,12 +39,20 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pipe = load(args.path or args.model, args.device)
+    if args.nrow is not None and args.nrow < 1:
+        raise UserError(f"--nrow must be a positive number of images per row, got {args.nrow}.")
+    if args.out is None and args.npz is None and args.gif is None:
+        args.out = Path("samples.png")
+    for path, what in ((args.out, "grid"), (args.npz, "samples file"), (args.gif, "GIF")):
+        if path is not None:
+            check_writable(path, what)
+    pipe = load(args.path or args.model, args.device, args.precision or "auto")
     trajectory = Trajectory(pipe.value_range) if args.gif else None
     out = pipe.sample(args.n, seed=args.seed, progress=not args.no_progress, callback=trajectory,
                       **sampling_settings(args))
-    out[:400].save(args.out, nrow=args.nrow)
-    print(f"Wrote {min(len(out), 400)} of {len(out)} samples to {args.out}")
+    if args.out is not None:
+        out[:400].save(args.out, nrow=args.nrow)
+        print(f"Wrote {min(len(out), 400)} of {len(out)} samples to {args.out}")
     if args.npz:
         out.save(args.npz)
         print(f"Wrote {args.npz} (images uint8 {out.images.shape}{', labels' if out.labels is not None else ''})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mnist_diffusion import assets
+from mnist_diffusion.cli.options import add_precision_option
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.pipeline import load
 
@@ -21,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
+    add_precision_option(p)
     p.set_defaults(func=run)
 
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}.")
     for name in args.models:  # refuse a bad model now, not on the page's first request
-        load(name, args.device)
+        load(name, args.device, args.precision or "auto")
     print(f"Serving on http://{args.host}:{args.port}  (Ctrl-C stops)", flush=True)
-    serve(args.models or None, args.host, args.port, args.device)
+    serve(args.models or None, args.host, args.port, args.device, args.precision or "auto")
     return 0

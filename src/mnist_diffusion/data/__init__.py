@@ -11,6 +11,7 @@ Sources, in the order `load_split` tries them:
 
 from __future__ import annotations
 
+import hashlib
 import typing
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def load_split(dataset: str = "mnist", split: str = "train", data_dir: str | Non
 
     sources = ("packaged", "download") if dataset == "mnist" else ("download",)
     for source in sources:
-        hit = cache.load_decoded(dataset, source, split)
+        hit = cache.load_decoded(dataset, _cache_source(dataset, source, split), split)
         if hit is not None:
             return hit
 
@@ -62,7 +63,7 @@ def load_split(dataset: str = "mnist", split: str = "train", data_dir: str | Non
         if path is not None:
             splits = packaged.read_packaged(path)
             for name, (images, labels) in splits.items():  # one decode fills both splits
-                cache.save_decoded(dataset, "packaged", name, images, labels)
+                cache.save_decoded(dataset, _cache_source(dataset, "packaged", name), name, images, labels)
             return splits[split]
 
     if not download:
@@ -71,9 +72,20 @@ def load_split(dataset: str = "mnist", split: str = "train", data_dir: str | Non
         directory = dl.fetch_split(dataset, split)
     except DataError as exc:
         raise DataError(_no_data_message(dataset, f"the download failed: {exc}")) from exc
-    images, labels = idx.read_idx_split(directory, split)
-    cache.save_decoded(dataset, "download", split, images, labels)
+    images, labels = idx.read_idx_split(directory, split, gz_only=True)  # the files whose sha256 was checked
+    cache.save_decoded(dataset, _cache_source(dataset, "download", split), split, images, labels)
     return images, labels
+
+
+def _cache_source(dataset: str, source: str, split: str) -> str:
+    """The cache's name for data decoded from `source`, tied to the sha256 of the files it was decoded from
+    (the packaged file, or the split's two downloaded .gz files): other bytes, another cache entry."""
+    if source == "packaged":
+        digest = packaged.SHA256
+    else:
+        pinned = "".join(dl.SHA256[dataset][f"{name}.gz"] for name in idx.SPLIT_FILES[split])
+        digest = hashlib.sha256(pinned.encode()).hexdigest()
+    return f"{source}-{digest[:12]}"
 
 
 def _no_data_message(dataset: str, why: str) -> str:

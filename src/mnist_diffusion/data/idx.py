@@ -24,9 +24,10 @@ IMAGES_MAGIC = 0x00000803  # ubyte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # ubyte, 1 dimension
 
 
-def find_idx_file(directory: pathlib.Path, name: str) -> pathlib.Path | None:
-    """`directory/name` if present, else `directory/name.gz`, else None (raw first: no inflate needed)."""
-    for candidate in (directory / name, directory / f"{name}.gz"):
+def find_idx_file(directory: pathlib.Path, name: str, gz_only: bool = False) -> pathlib.Path | None:
+    """`directory/name` if present, else `directory/name.gz`, else None (raw first: no inflate needed).
+    With `gz_only`, only the .gz (the download cache, where that is the file whose sha256 was checked)."""
+    for candidate in ((directory / f"{name}.gz",) if gz_only else (directory / name, directory / f"{name}.gz")):
         if candidate.is_file():
             return candidate
     return None
@@ -65,14 +66,14 @@ def read_idx_file(path: pathlib.Path, magic: int) -> np.ndarray:
     return parse_idx(data, str(path), magic)
 
 
-def read_idx_split(directory: str | pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one split from a directory of canonical IDX files.
+def read_idx_split(directory: str | pathlib.Path, split: str, gz_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Read one split from a directory of canonical IDX files (with `gz_only`, only their .gz forms).
 
     Returns uint8 images (N, 28, 28) and int64 labels (N,) in [0, 9].
     """
     directory = pathlib.Path(directory).expanduser()
     img_name, lab_name = SPLIT_FILES[split]
-    img_path, lab_path = find_idx_file(directory, img_name), find_idx_file(directory, lab_name)
+    img_path, lab_path = find_idx_file(directory, img_name, gz_only), find_idx_file(directory, lab_name, gz_only)
     missing = [n for n, p in ((img_name, img_path), (lab_name, lab_path)) if p is None]
     if missing:
         raise DataError(f"{directory} lacks {' and '.join(missing)} (optionally .gz) for the {split} split; "

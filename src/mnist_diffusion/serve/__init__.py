@@ -60,9 +60,9 @@ def _decode_pixels(text: Any, what: str) -> np.ndarray:
 class Server:
     """The models a page can use (loaded on first use) and the lock that lets one sampler run at a time."""
 
-    def __init__(self, models: list[str], device: str = "cpu"):
+    def __init__(self, models: list[str], device: str = "cpu", precision: str = "auto"):
         self.names = list(dict.fromkeys(models))
-        self.device = device
+        self.device, self.precision = device, precision
         self.loaded: dict[str, Pipeline] = {}
         self.lock = threading.Lock()
 
@@ -70,7 +70,7 @@ class Server:
         if name not in self.names:
             raise UserError(f"unknown model {name!r}; this server offers {', '.join(self.names)}.")
         if name not in self.loaded:
-            self.loaded[name] = load(name, self.device)
+            self.loaded[name] = load(name, self.device, self.precision)
         return self.loaded[name]
 
     def describe(self) -> list[dict]:
@@ -151,9 +151,10 @@ class _Run:
         return self.call(callback)
 
 
-def create_app(models: list[str] | None = None, device: str = "cpu") -> FastAPI:
-    """The page's app over `models` (packaged names or run directories; default: the packaged models)."""
-    server = Server(models or list(assets.names("model")), device)
+def create_app(models: list[str] | None = None, device: str = "cpu", precision: str = "auto") -> FastAPI:
+    """The page's app over `models` (packaged names or run directories; default: the packaged models), sampled
+    in `precision` (auto | fp32 | bf16)."""
+    server = Server(models or list(assets.names("model")), device, precision)
     app = FastAPI(title="mnist-diffusion", docs_url=None, redoc_url=None, openapi_url=None)
     page = (resources.files("mnist_diffusion") / "serve" / "page.html").read_text()
 
@@ -226,6 +227,7 @@ def create_app(models: list[str] | None = None, device: str = "cpu") -> FastAPI:
     return app
 
 
-def serve(models: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu") -> None:
+def serve(models: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
+          precision: str = "auto") -> None:
     """Serve the page until interrupted."""
-    uvicorn.run(create_app(models, device), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(models, device, precision), host=host, port=port, log_level="warning")

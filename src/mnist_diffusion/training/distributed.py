@@ -7,9 +7,9 @@ How a multi-process run stays one run:
   over the whole global batch, and the learning rate needs no scaling.
 - After every step all ranks hold the same weights. Rank 0 alone keeps the EMA, logs, evaluates and writes
   checkpoints (of the plain, unwrapped network, so they load in one process on any device).
-- Once per step the ranks `agree` on the global-batch loss and on whether anyone was asked to stop, so a
-  NaN or a Ctrl-C makes every rank leave at the same step boundary instead of some ranks waiting forever in
-  the next gradient all-reduce.
+- Once per step the ranks `agree` on the global-batch loss and on whether anyone was asked to stop
+  (`stops`), so a NaN or a Ctrl-C makes every rank leave after the same step instead of some ranks waiting
+  forever in the next gradient all-reduce.
 - Only rank 0's random state is checkpointed; other ranks reseed from (seed, rank, step) (`reseed_other_ranks`).
 """
 
@@ -18,8 +18,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
-import signal
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +27,10 @@ import torch.distributed as tdist
 from torch import nn
 
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.training import stops
 
 # Test hook: a folder where every rank appends "step sha256-of-its-weights" lines to rank<R>.txt.
 CHECKSUM_ENV = "MNIST_DIFFUSION_DEBUG_CHECKSUMS"
-
-_stop_requested = False  # set by SIGINT / SIGTERM while a multi-process run is training
 
 
 @dataclass(frozen=True)
@@ -55,8 +52,7 @@ def init() -> Dist:
     """Join the process group torchrun set up (WORLD_SIZE > 1); otherwise a single process.
 
     The group carries CPU tensors over gloo and, where CUDA exists, CUDA tensors over NCCL, so `--device cpu`
-    works on a GPU machine too. Under torchrun SIGINT and SIGTERM then request a stop at the next step
-    boundary (see `agree`) instead of raising at once, and the group is destroyed at exit.
+    works on a GPU machine too. The group is destroyed at exit.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -65,8 +61,12 @@ def init() -> Dist:
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         tdist.init_process_group(backend)
         atexit.register(shutdown)
-        _install_stop_handlers()
     return Dist(tdist.get_rank(), tdist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or alone), known before `init` from torchrun's RANK variable."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def device_for(d: Dist, device: torch.device) -> torch.device:
@@ -104,13 +104,16 @@ def wrap(net: nn.Module, d: Dist, device: torch.device) -> nn.Module | None:
 def agree(d: Dist, loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """(the loss averaged over ranks, whether any rank was asked to stop): the same on every rank.
 
+    The stop flag is read before this step's update and acted on after it, so every rank finishes the step.
+
     loss: this rank's scalar loss, the mean over its equal slice of the global batch, so the average
     over ranks is the mean over the global batch. A NaN on one rank makes the average NaN on all. One
     all-reduce of two numbers per step; alone it is free and returns `loss` detached.
     """
     if not d.enabled:
-        return loss.detach(), _stop_requested
-    both = torch.stack([loss.detach().float(), torch.tensor(float(_stop_requested), device=loss.device)])
+        return loss.detach(), stops.requested() is not None
+    stop = float(stops.requested() is not None)
+    both = torch.stack([loss.detach().float(), torch.tensor(stop, device=loss.device)])
     tdist.all_reduce(both)
     return both[0] / d.world_size, bool(both[1].item() > 0)
 
@@ -162,23 +165,6 @@ def write_checksum(d: Dist, net: nn.Module, step: int) -> None:
     Path(folder).mkdir(parents=True, exist_ok=True)
     with open(Path(folder) / f"rank{d.rank}.txt", "a") as f:
         f.write(f"{step} {h.hexdigest()}\n")
-
-
-def _request_stop(signum, frame) -> None:
-    global _stop_requested
-    if not _stop_requested and tdist.is_initialized() and tdist.get_rank() == 0:
-        print(f"Got {signal.Signals(signum).name}: stopping after this step and saving.", file=sys.stderr)
-    _stop_requested = True
-
-
-def _install_stop_handlers() -> None:
-    # torchrun passes a Ctrl-C on to every worker as one SIGINT (and sends SIGTERM when a worker fails);
-    # it kills the workers 30 s later, ample for one step and a save.
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _request_stop)
-    except ValueError:  # not the main thread: leave the default handlers
-        pass
 
 
 def shutdown() -> None:

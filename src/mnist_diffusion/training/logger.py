@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from mnist_diffusion.config import TrainConfig
+from mnist_diffusion.files import atomic_write_text
 
 QUARTERS = 4  # loss per timestep quarter (improved-diffusion logs the same): where the model struggles
 
@@ -54,3 +55,20 @@ class MetricsLogger:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def rewind_metrics(path: Path, step: int) -> None:
+    """Drop the rows of metrics.jsonl logged after `step` (a run killed after its last checkpoint logs them
+    again when resumed), and note the resume; rewritten atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by the kill
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            kept.append(line)
+    kept.append(json.dumps({"event": "resume", "step": step, "time": time.time()}))
+    atomic_write_text(path, "\n".join(kept) + "\n")

@@ -3,6 +3,7 @@
 Run directory layout (the unit a user sees):
     config.json              resolved config
     metrics.jsonl            one JSON object per log interval (loss, lr, images/s, loss per timestep quarter)
+    lock                     while a process trains here: its pid, host and command (`run_lock`)
     checkpoint.safetensors   full training state (weights, EMA, optimizer, RNG, data position)
     model.safetensors        the weights that sample (EMA if any), config in metadata
     samples.png              a grid sampled at the end
@@ -10,7 +11,9 @@ Run directory layout (the unit a user sees):
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,17 +25,19 @@ from torch import nn
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.config import RunConfig
 from mnist_diffusion.data import to_float, training_images
-from mnist_diffusion.device import autocast, resolve_device
+from mnist_diffusion.device import resolve_device
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation.quick import quick_kid
 from mnist_diffusion.files import atomic_write_text
 from mnist_diffusion.models import build_model, count_parameters
 from mnist_diffusion.pipeline import from_training
+from mnist_diffusion.precision import autocast, resolve_precision
 from mnist_diffusion.training import distributed as dist_utils
+from mnist_diffusion.training import stops
 from mnist_diffusion.training.data_order import batches_per_epoch, epoch_batches
 from mnist_diffusion.training.ema import EMA
 from mnist_diffusion.training.latent_binding import bind_autoencoder
-from mnist_diffusion.training.logger import MetricsLogger
+from mnist_diffusion.training.logger import MetricsLogger, rewind_metrics
 from mnist_diffusion.training.objectives import make_objective
 from mnist_diffusion.training.optim import build_optimizer, load_optimizer_tensors, lr_at, optimizer_tensors
 
@@ -42,11 +47,12 @@ class TrainingError(UserError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Training was interrupted and saved at `step`; `train --resume run_dir` continues it exactly."""
+    """Training was stopped by signal `signum` after `step` and saved; `train --resume run_dir` continues it
+    exactly (the same weights, EMA, optimizer and random state as a run that never stopped)."""
 
-    def __init__(self, run_dir: Path, step: int):
-        super().__init__(f"interrupted at step {step}; saved in {run_dir}")
-        self.run_dir, self.step = run_dir, step
+    def __init__(self, run_dir: Path, step: int, signum: int = 2):
+        super().__init__(f"stopped at step {step}; saved in {run_dir}")
+        self.run_dir, self.step, self.signum = run_dir, step, signum
 
 
 @dataclass
@@ -86,13 +92,11 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.progress.step, tc)
         net = self.train_net if self.train_net is not None else self.net  # bool() of a compiled module raises
-        with autocast(self.device, tc.bf16):
+        with autocast(self.device, tc.precision):
             out = self.objective(net, x, labels, self.generator)
         loss = out["loss"]
         # Every rank must take the same branch here, or the gradient all-reduce in backward() waits forever.
         global_loss, stop = dist_utils.agree(self.dist, loss)
-        if stop:  # SIGINT/SIGTERM under torchrun: all ranks leave at this step boundary
-            raise KeyboardInterrupt
         if not torch.isfinite(global_loss):
             raise TrainingError(
                 f"The loss became {global_loss.item()} at step {self.progress.step}; the last good checkpoint "
@@ -109,6 +113,7 @@ class Trainer:
         self.progress.step += 1
         dist_utils.write_checksum(self.dist, self.net, self.progress.step)
         out["loss"] = global_loss  # what is logged: the mean over the whole global batch
+        out["stop"] = stop  # under torchrun: whether any rank was asked to stop, agreed before the update
         return out
 
     # ---- state --------------------------------------------------------------------------------------------
@@ -163,13 +168,14 @@ class Trainer:
         return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps else total
 
     def fit(self, progress_bar: bool = True, stop_after: int | None = None) -> Progress:
-        """Train to the configured length. `stop_after` (steps, for tests) stops early as an interruption would."""
+        """Train to the configured length; SIGINT / SIGTERM stop it after the step under way, saved, by raising
+        RunInterrupted (`stops`). `stop_after` (steps, for tests) stops early, saved, and returns."""
         tc = self.cfg.train
         total = self.total_steps()
         logger = MetricsLogger(self.run_dir, total, tc, self.cfg.diffusion.timesteps, self.dist.is_main and progress_bar,
                                self.dist.is_main, initial=self.progress.step)
         self.net.train()
-        try:
+        with stops.stop_at_step_boundaries(announce=self.dist.is_main), contextlib.closing(logger):
             while self.progress.step < total:
                 p = self.progress
                 for b, idx in epoch_batches(len(self.images), tc.batch_size, p.epoch, tc.seed,
@@ -181,6 +187,11 @@ class Trainer:
                         self.save()
                     if tc.eval_every and p.step % tc.eval_every == 0:
                         self.evaluate_hook(logger)
+                    # A signal seen here lands between two whole steps: what is saved is what an uninterrupted
+                    # run holds at this step. Under torchrun the ranks' agreed flag decides, so all stop together.
+                    if out["stop"] or (not self.dist.enabled and stops.requested() is not None):
+                        self.save()
+                        raise RunInterrupted(self.run_dir, p.step, stops.requested() or signal.SIGINT)
                     if p.step >= total or (stop_after is not None and p.step >= stop_after):
                         break
                 else:
@@ -190,11 +201,6 @@ class Trainer:
                 if stop_after is not None and p.step >= stop_after:
                     break
             self.save()
-        except KeyboardInterrupt:
-            self.save()
-            logger.close()
-            raise RunInterrupted(self.run_dir, self.progress.step) from None
-        logger.close()
         return self.progress
 
     def evaluate_hook(self, logger) -> None:
@@ -231,10 +237,14 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     if resume:
         trainer.restore(ckpt.load_checkpoint(run_dir / ckpt.STATE_FILE, device, expect_kind="training-state"))
         dist_utils.check_same_step(dist, trainer.progress.step)
+        if dist.is_main:  # rows logged after the checkpoint (before a kill -9) are logged again from here
+            rewind_metrics(run_dir / "metrics.jsonl", trainer.progress.step)
     elif dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+        numerics = resolve_precision(cfg.train.precision, device, "train")
         info = {"event": "start", "parameters": count_parameters(net), "device": str(device),
+                "precision": numerics.precision, "precision_reason": numerics.reason,
                 "world_size": dist.world_size, "time": time.time()}
         with open(run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(info) + "\n")

@@ -1,0 +1,274 @@
+"""fp32 against bf16 on this machine: matmul peaks, sampling and training images/s, and whether bf16 draws the same
+digits.
+
+One run measures, in order:
+  1. what `--precision auto` picks here and why (`mnist_diffusion.precision`), and the fp32 and bf16 `torch.mm`
+     GFLOP/s on (N, N) matrices with every intra-op thread (the two "peaks");
+  2. sampling images/s of the packaged `ddpm-cond` and `ldm` at their defaults (DPM-Solver++ 20 steps, guidance
+     2), loaded with precision fp32 and bf16, and the share of the matching peak (FLOPs per image from
+     torch's FlopCounterMode: convolutions, matrix products and attention only, so a lower bound);
+  3. training images/s of each recipe through the package's own step (`make_trainer` + `train_step`) with
+     train.precision fp32 and bf16 (bf16 autocast, fp32 master weights), the same seed, data and noise, so the
+     mean loss over the timed steps compares the numerics at equal steps;
+  4. the quality check: each packaged model samples --n digits (labels 0-9 in turn) at fp32 and at bf16 on the
+     same seeds, plus fp32 on other seeds (how much FID moves from one draw to another at this N); the share
+     of pixels that differ between fp32 and bf16, and FID and label accuracy from the packaged evaluator.
+
+    python benchmarks/precision.py                      # on a CPU with AMX: FID@2000, 128 images per speed figure
+    python benchmarks/precision.py --n 60 --sample-n 16 --train-steps 2 --recipes seed ddpm-cond ldm   # small
+
+Writes benchmarks/results/precision.md (--out). On a CPU without AMX-BF16 / AVX-512-BF16 bf16 runs in emulation,
+many times slower; the results then say so, and `auto` keeps fp32 there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from argparse import Namespace
+from pathlib import Path
+
+# Idle OpenMP threads sleep, as under the `mnist-diffusion` command (docs/performance.md); before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _flops import count_flops, matmul_gflops  # noqa: E402
+from _machine import machine_info  # noqa: E402
+from mnist_diffusion.config import apply_overrides  # noqa: E402
+from mnist_diffusion.evaluation.report import evaluate_images  # noqa: E402
+from mnist_diffusion.files import atomic_write_text  # noqa: E402
+from mnist_diffusion.pipeline import load  # noqa: E402
+from mnist_diffusion.precision import cpu_bf16_units, resolve_precision  # noqa: E402
+from mnist_diffusion.training.loop import make_trainer  # noqa: E402
+from train_throughput import ORDER, batch_stream, recipe_config  # noqa: E402
+
+PRECISIONS = ("fp32", "bf16")
+MODELS = ("ddpm-cond", "ldm")
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def sampling(model: str, precision: str, args) -> dict:
+    """Images/s of `Pipeline.sample` at the model's defaults (median over repeats) and FLOPs per image."""
+    pipe = load(model, precision=precision)
+    pipe.sample(min(8, args.sample_n), steps=2)  # warm-up: kernels, buffers, the autoencoder
+    rates = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        pipe.sample(args.sample_n)
+        rates.append(args.sample_n / (time.perf_counter() - t0))
+    flops = count_flops(lambda: pipe.sample(2, batch_size=2)) / 2
+    return {"ips": statistics.median(rates), "flops": flops, "reason": pipe.precision.reason}
+
+
+def training(recipe: str, precision: str, args, tmp: Path) -> dict:
+    """Training images/s of `recipe` (median over repeats after warm-up), mean loss, FLOPs per image."""
+    ns = Namespace(threads=args.threads, batch_size=None, data_limit=args.data_limit, set=[])
+    cfg = apply_overrides(recipe_config(recipe, ns, tmp), [f"train.precision={precision}"])
+    trainer = make_trainer(cfg, tmp / f"{recipe}-{precision}")
+    batches = batch_stream(trainer)
+    trainer.net.train()
+    for _ in range(args.train_warmup):
+        trainer.train_step(*next(batches))
+    rates, losses = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for _ in range(args.train_steps):
+            losses.append(trainer.train_step(*next(batches))["loss"].item())
+        rates.append(args.train_steps * cfg.train.batch_size / (time.perf_counter() - t0))
+    x, labels = next(batches)
+    flops = count_flops(lambda: trainer.objective(trainer.net, x, labels, trainer.generator)["loss"].backward())
+    return {"ips": statistics.median(rates), "loss": statistics.fmean(losses), "flops": flops / len(x),
+            "batch": cfg.train.batch_size}
+
+
+def groupnorm(args) -> dict:
+    """GroupNorm in bf16 channels_last: the 14 calls of one packaged `ddpm-cond` forward (batch --gn-batch)
+    through torch's kernel and through the package's `GroupNorm`, interleaved, median over rounds; and the
+    128x64x28x28 map alone, in each layout and dtype."""
+    from torch import nn
+
+    from mnist_diffusion.models import blocks
+
+    pipe = load("ddpm-cond", precision="bf16")
+    calls = []
+    def keep(module, args):
+        calls.append((module, args[0].clone(memory_format=torch.preserve_format)))
+
+    hooks = [m.register_forward_pre_hook(keep) for m in pipe.net.modules() if isinstance(m, blocks.GroupNorm)]
+    b = args.gn_batch
+    with torch.inference_mode():
+        pipe.net(torch.randn(b, 1, 28, 28), torch.full((b,), 500.0), torch.arange(b) % 10)
+    for h in hooks:
+        h.remove()
+    x = torch.randn(128, 64, 28, 28)
+    norm = nn.GroupNorm(8, 64)
+    single = {
+        "fp32 NCHW": lambda: nn.GroupNorm.forward(norm, x),
+        "fp32 channels_last": lambda: nn.GroupNorm.forward(norm, x_cl),
+        "bf16 NCHW": lambda: nn.GroupNorm.forward(norm_bf16, x_bf16),
+        "bf16 channels_last, torch's kernel": lambda: nn.GroupNorm.forward(norm_bf16, x_bf16_cl),
+        "bf16 channels_last, package GroupNorm": lambda: blocks.GroupNorm.forward(norm_bf16, x_bf16_cl),
+    }
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    norm_bf16 = nn.GroupNorm(8, 64).to(torch.bfloat16)
+    x_bf16 = x.to(torch.bfloat16)
+    x_bf16_cl = x_bf16.contiguous(memory_format=torch.channels_last)
+    whole = {"torch": nn.GroupNorm.forward, "package": blocks.GroupNorm.forward}
+    times = {k: [] for k in [*whole, *single]}
+    with torch.inference_mode():
+        for _ in range(args.gn_rounds):
+            for k, forward in whole.items():
+                t0 = time.perf_counter()
+                for m, inp in calls:
+                    forward(m, inp)
+                times[k].append(time.perf_counter() - t0)
+            for k, fn in single.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    return {"calls": len(calls), **{k: statistics.median(v) * 1e3 for k, v in times.items()}}
+
+
+def quality(model: str, args) -> dict:
+    """fp32 vs bf16 digits on the same seeds (and fp32 on other seeds): pixels that differ, FID, label accuracy."""
+    out = {}
+    draws = {"fp32": ("fp32", 0), "bf16": ("bf16", 0), "fp32, other seeds": ("fp32", args.n)}
+    for key, (precision, seed) in draws.items():
+        t0 = time.perf_counter()
+        result = load(model, precision=precision).sample(args.n, labels="0-9", seed=seed)
+        seconds = time.perf_counter() - t0
+        report = evaluate_images(result.images, result.labels, metrics=["fid", "label_accuracy"], with_baselines=False)
+        out[key] = {"images": result.images, "fid": report["samples"]["fid"],
+                    "acc": report["samples"]["label_accuracy"], "seconds": seconds}
+        log(f"  {model} {key}: FID@{args.n} {out[key]['fid']:.3f}, label accuracy {out[key]['acc']:.1%} "
+            f"({seconds:.0f} s)")
+    diff = np.abs(out["fp32"]["images"].astype(int) - out["bf16"]["images"].astype(int))
+    out["differ"] = {"any": float((diff > 0).mean()), "over32": float((diff > 32).mean()),
+                     "mean": float(diff.mean())}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=2000, help="digits per model and numerics for the quality check")
+    ap.add_argument("--sample-n", type=int, default=128, help="digits per sampling-speed repeat")
+    ap.add_argument("--repeats", type=int, default=1, help="timed repeats (median)")
+    ap.add_argument("--recipes", nargs="+", default=list(ORDER), choices=ORDER)
+    ap.add_argument("--train-steps", type=int, default=5, help="timed training steps per repeat")
+    ap.add_argument("--train-warmup", type=int, default=1)
+    ap.add_argument("--data-limit", type=int, default=4096, help="training images the recipes index")
+    ap.add_argument("--matmul-n", type=int, default=1024, help="size of the square matrices of the peaks")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
+    ap.add_argument("--gn-batch", type=int, default=128, help="batch of the GroupNorm measurement")
+    ap.add_argument("--gn-rounds", type=int, default=7, help="rounds of the GroupNorm measurement (median)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "precision.md")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+
+    machine = machine_info()
+    units, found = cpu_bf16_units()
+    auto_sample, auto_train = resolve_precision("auto", "cpu", "sample"), resolve_precision("auto", "cpu", "train")
+    log(machine)
+    log(f"--precision auto here: sampling {auto_sample}; training {auto_train}")
+    peak = {"fp32": matmul_gflops(args.matmul_n, torch.float32),
+            "bf16": matmul_gflops(args.matmul_n, torch.bfloat16, repeats=3, max_seconds=10)}
+    log(f"matmul {args.matmul_n}x{args.matmul_n}: fp32 {peak['fp32']:.1f}, bf16 {peak['bf16']:.1f} GFLOP/s")
+
+    samples = {}
+    for model in MODELS:
+        for p in PRECISIONS:
+            samples[model, p] = r = sampling(model, p, args)
+            log(f"sampling {model} {p}: {r['ips']:.2f} images/s ({r['ips'] * r['flops'] / 1e9 / peak[p]:.0%} of "
+                f"the {p} peak)")
+    trains = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for recipe in args.recipes:
+            for p in PRECISIONS:
+                trains[recipe, p] = r = training(recipe, p, args, Path(tmp))
+                log(f"training {recipe} {p}: {r['ips']:.1f} images/s, mean loss {r['loss']:.4f}")
+    norms = groupnorm(args)
+    log(f"GroupNorm, one bf16 channels_last ddpm-cond forward: torch's kernel {norms['torch']:.1f} ms, "
+        f"package GroupNorm {norms['package']:.1f} ms")
+    checks = {model: quality(model, args) for model in MODELS} if args.n else {}
+    elapsed = time.perf_counter() - started
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    lines = [
+        "# fp32 against bf16: speed and digits", "",
+        f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip()
+        + f" ({elapsed / 60:.1f} min)",
+        "", f"Machine: {machine}; 1-minute load average at the end {load:.1f} (other processes share the cores)",
+        "",
+        f"`--precision auto` here: sampling **{auto_sample.precision}** ({auto_sample.reason}); training "
+        f"**{auto_train.precision}** ({auto_train.reason}).", "",
+    ]
+    if not units:
+        lines += [f"**This processor has {found}: bf16 runs without matrix units here, so every bf16 figure "
+                  "below shows emulation, not what bf16 does on a CPU with AMX; `auto` chose fp32.** The "
+                  "quality check is valid on any CPU (bf16 rounds the same way everywhere). A share of the bf16 "
+                  "peak above 100% means the convolutions (oneDNN) ran bf16 faster than `torch.mm` did.", ""]
+    lines += [f"Matmul peaks ({args.matmul_n}x{args.matmul_n} `torch.mm`, {torch.get_num_threads()} threads): "
+              f"fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s "
+              f"({peak['bf16'] / peak['fp32']:.2f}x).", "",
+              f"## Sampling ({args.sample_n} digits, the model's defaults, median of {args.repeats})", "",
+              "| model | fp32 images/s | bf16 images/s | bf16 / fp32 | GFLOP per image | share of fp32 peak | "
+              "share of bf16 peak |", "|---|---|---|---|---|---|---|"]
+    for model in MODELS:
+        a, b = samples[model, "fp32"], samples[model, "bf16"]
+        lines.append(f"| {model} | {a['ips']:.2f} | {b['ips']:.2f} | {b['ips'] / a['ips']:.2f}x | "
+                     f"{a['flops'] / 1e9:.2f} | {a['ips'] * a['flops'] / 1e9 / peak['fp32']:.0%} | "
+                     f"{b['ips'] * b['flops'] / 1e9 / peak['bf16']:.0%} |")
+    lines += ["", f"## Training ({args.train_steps} steps x {args.repeats} after {args.train_warmup} warm-up, "
+              "the recipe's batch; bf16 = autocast with fp32 master weights)", "",
+              "| recipe | batch | fp32 images/s | bf16 images/s | bf16 / fp32 | share of fp32 peak | share of bf16 "
+              "peak | mean loss fp32 | mean loss bf16 |", "|---|---|---|---|---|---|---|---|---|"]
+    for recipe in args.recipes:
+        a, b = trains[recipe, "fp32"], trains[recipe, "bf16"]
+        lines.append(f"| {recipe} | {a['batch']} | {a['ips']:.1f} | {b['ips']:.1f} | {b['ips'] / a['ips']:.2f}x | "
+                     f"{a['ips'] * a['flops'] / 1e9 / peak['fp32']:.0%} | "
+                     f"{b['ips'] * b['flops'] / 1e9 / peak['bf16']:.0%} | {a['loss']:.4f} | {b['loss']:.4f} |")
+    lines += ["", "## GroupNorm in bf16 channels_last (median of "
+              f"{args.gn_rounds} interleaved rounds)", "",
+              f"All {norms['calls']} GroupNorm calls of one packaged `ddpm-cond` forward at batch {args.gn_batch}, "
+              f"bf16 weights, channels_last: torch's kernel {norms['torch']:.1f} ms, the package's "
+              f"`GroupNorm` {norms['package']:.1f} ms "
+              f"({norms['torch'] / norms['package']:.2f}x).", "",
+              "| one 128x64x28x28 map | ms |", "|---|---|"]
+    lines += [f"| {k} | {norms[k]:.1f} |" for k in ("fp32 NCHW", "fp32 channels_last", "bf16 NCHW",
+                                                    "bf16 channels_last, torch's kernel",
+                                                    "bf16 channels_last, package GroupNorm")]
+    if checks:
+        lines += ["", f"## Quality: {args.n} digits per model (labels 0-9 in turn), seeds 0..{args.n - 1}", "",
+                  "Pixels that differ: share of all pixels of the fp32 and bf16 images (same seeds) that differ at "
+                  "all / by more than 32 of 255. \"fp32, other seeds\" (seeds "
+                  f"{args.n}..{2 * args.n - 1}) shows how far FID moves between two fp32 draws at this N.", "",
+                  "| model | FID fp32 | FID bf16 | FID fp32, other seeds | label acc. fp32 | label acc. bf16 | "
+                  "pixels differ | by > 32/255 | mean abs. difference |", "|---|---|---|---|---|---|---|---|---|"]
+        for model, c in checks.items():
+            d = c["differ"]
+            lines.append(f"| {model} | {c['fp32']['fid']:.3f} | {c['bf16']['fid']:.3f} | "
+                         f"{c['fp32, other seeds']['fid']:.3f} | {c['fp32']['acc']:.1%} | {c['bf16']['acc']:.1%} | "
+                         f"{d['any']:.1%} | {d['over32']:.2%} | {d['mean']:.2f}/255 |")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    if not args.no_write:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, text)
+        log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

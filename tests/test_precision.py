@@ -1,0 +1,225 @@
+"""fp32 / bf16: what `auto` picks on which processor (mocked), GroupNorm's bf16 path, bf16 samples against fp32 ones
+on the same seeds, training under bf16 autocast, --precision on the command line and configs that still say bf16."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnist_diffusion import precision
+from mnist_diffusion.cli import main
+from mnist_diffusion.config import load_run_config
+from mnist_diffusion.errors import UserError
+from mnist_diffusion.models import build_model
+from mnist_diffusion.models.blocks import GroupNorm, group_norm_fp32_stats
+from mnist_diffusion.pipeline import Pipeline, load
+from mnist_diffusion.recipes import get_recipe
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """The resolution cache emptied before and after, so each test's mocks decide."""
+    precision._resolve.cache_clear()
+    yield monkeypatch
+    precision._resolve.cache_clear()
+
+
+# ---- choosing ---------------------------------------------------------------------------------------------
+def test_an_avx2_cpu_has_no_bf16_units_and_auto_keeps_fp32(fresh):
+    units, found = precision.cpu_bf16_units(flags={"avx", "avx2", "fma"}, capability="AVX2")
+    assert not units and "AVX2" in found
+    fresh.setattr(precision, "cpu_bf16_units", lambda: (units, found))
+    fresh.setattr(precision, "probe_bf16_speedup", lambda: pytest.fail("no probe without bf16 units"))
+    choice = precision.resolve_precision("auto", "cpu")
+    assert choice.precision == "fp32" and choice.dtype == torch.float32
+    assert "AVX2" in choice.reason and "slower" in choice.reason
+    assert precision.resolve_precision("auto", "cpu", "train").precision == "fp32"
+    assert isinstance(precision.autocast(torch.device("cpu"), "auto"), type(precision.contextlib.nullcontext()))
+
+
+@pytest.mark.parametrize("flags, capability", [({"amx_bf16", "amx_tile", "avx512f"}, "AVX512"),
+                                               ({"avx512_bf16", "avx512f"}, "AVX512"), (set(), "AMX")])
+def test_amx_or_avx512_bf16_units_are_found(flags, capability):
+    units, found = precision.cpu_bf16_units(flags=flags, capability=capability)
+    assert units and ("AMX" in found or "AVX-512-BF16" in found)
+
+
+def test_with_units_auto_picks_bf16_when_the_measured_matmul_is_fast(fresh):
+    fresh.setattr(precision, "cpu_bf16_units", lambda: (True, "AMX-BF16 (torch CPU capability AVX512)"))
+    fresh.setattr(precision, "probe_bf16_speedup", lambda: (106.0, 1213.0))
+    choice = precision.resolve_precision("auto", "cpu")
+    assert choice.precision == "bf16" and choice.dtype == torch.bfloat16
+    assert "AMX" in choice.reason and "1213" in choice.reason
+    with precision.autocast(torch.device("cpu"), "auto"):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16  # fp32 in, bf16 products
+
+
+def test_with_units_but_a_slow_bf16_matmul_auto_keeps_fp32(fresh):
+    fresh.setattr(precision, "cpu_bf16_units", lambda: (True, "AVX-512-BF16 (torch CPU capability AVX512)"))
+    fresh.setattr(precision, "probe_bf16_speedup", lambda: (100.0, 150.0))
+    choice = precision.resolve_precision("auto", "cpu")
+    assert choice.precision == "fp32" and "under 2x" in choice.reason
+
+
+def test_cuda_trains_under_bf16_autocast_and_samples_in_fp32(fresh):
+    fresh.setattr(torch.cuda, "is_available", lambda: True)
+    fresh.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision.resolve_precision("auto", "cuda", "train").precision == "bf16"
+    assert precision.resolve_precision("auto", "cuda:0", "sample").precision == "fp32"
+    assert precision.resolve_precision("bf16", "cuda", "sample").precision == "bf16"
+    fresh.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    precision._resolve.cache_clear()
+    assert precision.resolve_precision("auto", "cuda", "train").precision == "fp32"
+    with pytest.raises(UserError, match="does not support bf16"):
+        precision.resolve_precision("bf16", "cuda", "train")
+
+
+def test_explicit_choices_and_bad_values(fresh):
+    assert precision.resolve_precision("fp32", "cpu").reason == "asked for"
+    assert precision.resolve_precision("bf16", "cpu").precision == "bf16"  # honoured, however slow here
+    assert precision.resolve_precision("auto", "mps").precision == "fp32"
+    with pytest.raises(UserError, match="not on mps"):
+        precision.resolve_precision("bf16", "mps")
+    with pytest.raises(UserError, match="choose auto, fp32 or bf16"):
+        precision.resolve_precision("fp16", "cpu")
+
+
+def test_the_probe_is_measured_once_and_cached(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(precision, "matmul_gflops", lambda dtype, **k: calls.append(dtype) or
+                        (1200.0 if dtype == torch.bfloat16 else 100.0))
+    cache = tmp_path / "probe.json"
+    assert precision.probe_bf16_speedup(cache) == (100.0, 1200.0)
+    assert precision.probe_bf16_speedup(cache) == (100.0, 1200.0)
+    assert len(calls) == 2  # fp32 and bf16, the first time only
+    assert next(iter(json.loads(cache.read_text()).values()))["bf16"] == 1200.0
+    cache.write_text("not json")
+    assert precision.probe_bf16_speedup(cache) == (100.0, 1200.0) and len(calls) == 4
+
+
+def test_the_real_matmul_probe_measures_something():
+    assert precision.matmul_gflops(torch.float32, n=64, repeats=2) > 0
+
+
+# ---- GroupNorm --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_group_norm_with_fp32_stats_equals_torch_in_fp32(channels_last):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 64, 14, 14, generator=g) * 3 + 1.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(64, generator=g), torch.randn(64, generator=g)
+    got = group_norm_fp32_stats(x, 8, weight, bias)
+    torch.testing.assert_close(got, F.group_norm(x, 8, weight, bias), atol=1e-5, rtol=1e-5)
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+    torch.testing.assert_close(group_norm_fp32_stats(x, 4), F.group_norm(x, 4), atol=1e-5, rtol=1e-5)
+
+
+def test_group_norm_module_is_nn_group_norm_and_close_in_bf16():
+    ours, theirs = GroupNorm(8, 64), nn.GroupNorm(8, 64)
+    with torch.no_grad():
+        theirs.weight.normal_(), theirs.bias.normal_()
+    assert ours.load_state_dict(theirs.state_dict()) is not None and list(ours.state_dict()) == ["weight", "bias"]
+    x = torch.randn(2, 64, 28, 28) * 2 - 0.5
+    assert torch.equal(ours(x), theirs(x))  # fp32: torch's own kernel, to the bit
+    reference = theirs(x)
+    ours_bf16 = GroupNorm(8, 64).to(torch.bfloat16)
+    ours_bf16.load_state_dict(theirs.state_dict())
+    y = ours_bf16(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    torch_bf16 = F.group_norm(x.to(torch.bfloat16), 8, ours_bf16.weight, ours_bf16.bias)
+    ours_error = (y.float() - reference).abs().max()
+    assert ours_error < 0.01 * reference.abs().max()  # bf16 keeps 8 bits of mantissa
+    assert ours_error <= 1.5 * (torch_bf16.float() - reference).abs().max()  # no worse than torch's own bf16
+
+
+def test_group_norm_bf16_path_trains():
+    norm = GroupNorm(4, 16)
+    x = torch.randn(2, 16, 14, 14).to(torch.bfloat16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    norm(x).float().square().sum().backward()
+    assert norm.weight.grad is not None and torch.isfinite(norm.weight.grad).all() and x.grad is not None
+
+
+# ---- sampling -----------------------------------------------------------------------------------------------
+def _tiny_pipeline(precision_name: str) -> Pipeline:
+    cfg = get_recipe("ddpm-cond")
+    cfg = load_run_config({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "channels": [8, 16, 16],
+                                                      "embed_dim": 16, "groups": 4}})
+    torch.manual_seed(0)
+    net = build_model(cfg.model)
+    with torch.no_grad():
+        net.out_conv.weight.normal_(0, 0.05)  # a fresh net predicts 0 everywhere; give it something to say
+    net.eval().to(memory_format=torch.channels_last)
+    return Pipeline(cfg, net, "cpu", precision=precision_name)
+
+
+def test_bf16_and_fp32_samples_of_a_tiny_model_agree_on_the_same_seeds():
+    fp32, bf16 = _tiny_pipeline("fp32"), _tiny_pipeline("bf16")
+    assert bf16.net.stem.weight.dtype == torch.bfloat16 and fp32.net.stem.weight.dtype == torch.float32
+    a, b = (p.sample(6, steps=4, seed=2, labels="0-5") for p in (fp32, bf16))
+    assert b.samples.dtype == torch.float32 and b.settings["precision"] == "bf16"
+    # An untrained net's samples are far outside [-1, 1]; what matters is the relative difference.
+    assert (a.samples - b.samples).abs().max() < 0.01 * a.samples.abs().max()
+    x0, eps = bf16.denoiser()(torch.randn(2, 1, 28, 28), 500)  # sampler-side tensors stay fp32
+    assert x0.dtype == eps.dtype == torch.float32
+
+
+def test_a_bf16_pipeline_saves_its_fp32_weights(tmp_path):
+    fp32, bf16 = _tiny_pipeline("fp32"), _tiny_pipeline("bf16")
+    again = load(bf16.save(tmp_path / "copy"), precision="fp32")
+    for key, value in fp32.net.state_dict().items():
+        assert torch.equal(value, again.net.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("name", ["ddpm-cond", "ldm"])
+def test_packaged_models_in_bf16_draw_the_fp32_digits(name):
+    a = load(name, precision="fp32").sample(4, steps=8, seed=0, labels="1,4,7,9")
+    b = load(name, precision="bf16").sample(4, steps=8, seed=0, labels="1,4,7,9")
+    differ = np.abs(a.images.astype(int) - b.images.astype(int))
+    assert (differ > 64).mean() < 0.02, (differ > 64).mean()  # the same strokes: few pixels move by a quarter
+    assert (a.samples - b.samples).abs().mean() < 0.03
+
+
+# ---- training -----------------------------------------------------------------------------------------------
+def test_training_under_bf16_autocast_keeps_fp32_weights_and_says_why(tmp_path):
+    import mnist_diffusion
+
+    run = mnist_diffusion.train("ddpm-cond", out=tmp_path / "run", progress=False, samples=False,
+                                data={"limit": 64}, model={"channels": [8, 16, 16], "embed_dim": 16, "groups": 4},
+                                train={"batch_size": 32, "max_steps": 2, "threads": 1, "precision": "bf16"})
+    start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["precision"] == "bf16" and start["precision_reason"].startswith("asked for")
+    state = load(run, precision="fp32")
+    assert all(v.dtype == torch.float32 for v in state.net.state_dict().values() if v.is_floating_point())
+
+
+# ---- the command line and old configs ------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["sample --precision fp16", "evaluate ddpm-cond --precision half",
+                                     "serve --precision 16", "train --precision bfloat16"])
+def test_bad_precision_is_one_line_and_exit_2(command, capsys):
+    assert main(command.split()) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "--precision" in err[0] and "bf16" in err[0], err
+
+
+def test_precision_applies_to_models_only_in_evaluate(tmp_path, capsys):
+    npz = tmp_path / "s.npz"
+    np.savez(npz, images=np.zeros((4, 28, 28), np.uint8))
+    assert main(["evaluate", str(npz), "--precision", "fp32"]) == 2
+    assert "--precision applies only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("old, new", [(True, "auto"), (False, "fp32")])
+def test_configs_that_say_bf16_still_load(old, new):
+    data = get_recipe("ddpm").to_dict()
+    del data["train"]["precision"]
+    data["train"]["bf16"] = old
+    assert load_run_config(data).train.precision == new
+    assert "bf16" not in load_run_config(data).to_dict()["train"]
+
+
+def test_the_packaged_files_written_with_bf16_load():
+    assert load("ddpm-cond", precision="fp32").config.train.precision == "auto"
