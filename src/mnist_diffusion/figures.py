@@ -30,7 +30,7 @@ from mnist_diffusion.data import load_split, to_float, to_uint8
 from mnist_diffusion.diffusion.schedule import NoiseSchedule, make_schedule
 from mnist_diffusion.diffusion.tutorial import corrupt
 from mnist_diffusion.files import atomic_write
-from mnist_diffusion.images import labelled_grid, save_gif
+from mnist_diffusion.images import caption, labelled_grid, save_gif
 from mnist_diffusion.latent import FrozenAutoencoder, reconstruct, reconstruction_psnr
 from mnist_diffusion.pipeline import Pipeline, SampleResult, load
 
@@ -40,26 +40,6 @@ SEPARATOR = 70  # grey between the cells of a digit grid, so black backgrounds d
 
 
 # ---- captions and labelled grids ------------------------------------------------------------------------------
-def caption(settings: dict, guidance: str | None = None) -> str:
-    """One line naming what made some samples, from `SampleResult.settings`: model, sampler, steps, guidance
-    (or the text `guidance`, for figures whose columns differ in it)."""
-    if settings.get("reconstructions"):
-        return f"model {settings.get('model', '?')} (autoencoder reconstructions)"
-    parts = [f"model {settings.get('model', '?')}", f"sampler {settings.get('sampler', '?')}",
-             f"{settings.get('steps', '?')} steps"]
-    if settings.get("sampler") not in (None, "tutorial"):
-        parts.append(f"{settings.get('spacing', '')} spacing".strip())
-        parts.append(guidance or f"guidance {settings.get('guidance', 1.0):g}")
-        if settings.get("guidance_interval"):
-            low, high = settings["guidance_interval"]
-            parts.append(f"guided where {low:g} < sigma <= {high:g}")
-        if settings.get("eta"):
-            parts.append(f"eta {settings['eta']:g}")
-    if "seed" in settings:
-        parts.append(f"seed {settings['seed']}")
-    return ", ".join(parts)
-
-
 def show_grid(ax, images: np.ndarray, row_labels=None, col_labels=None, title: str | None = None,
               xlabel: str | None = None, ylabel: str | None = None) -> None:
     """uint8 digits (R, C, 28, 28) as one white-on-black grid on `ax`, a label at each row and column centre."""

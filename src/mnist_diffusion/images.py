@@ -83,6 +83,26 @@ def label_margins(row_labels=None, col_labels=None, title: str | None = None,
     return left, top, line if caption else 0
 
 
+def caption(settings: dict, guidance: str | None = None) -> str:
+    """One line naming what made some samples, from `SampleResult.settings`: model, sampler, steps, guidance
+    (or the text `guidance`, for figures whose columns differ in it)."""
+    if settings.get("reconstructions"):
+        return f"model {settings.get('model', '?')} (autoencoder reconstructions)"
+    parts = [f"model {settings.get('model', '?')}", f"sampler {settings.get('sampler', '?')}",
+             f"{settings.get('steps', '?')} steps"]
+    if settings.get("sampler") not in (None, "tutorial"):
+        parts.append(f"{settings.get('spacing', '')} spacing".strip())
+        parts.append(guidance or f"guidance {settings.get('guidance', 1.0):g}")
+        if settings.get("guidance_interval"):
+            low, high = settings["guidance_interval"]
+            parts.append(f"guided where {low:g} < sigma <= {high:g}")
+        if settings.get("eta"):
+            parts.append(f"eta {settings['eta']:g}")
+    if "seed" in settings:
+        parts.append(f"seed {settings['seed']}")
+    return ", ".join(parts)
+
+
 def labelled_grid(images: np.ndarray, nrow: int | None = None, row_labels=None, col_labels=None,
                   title: str | None = None, caption: str | None = None, scale: int = 2) -> np.ndarray:
     """A grid of uint8 digits (N, H, W), each pixel `scale` x `scale`, with a label left of each row, one above

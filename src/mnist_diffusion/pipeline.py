@@ -43,7 +43,8 @@ from mnist_diffusion.diffusion.samplers import sample as run_sampler
 from mnist_diffusion.diffusion.schedule import karras_timesteps, make_schedule, timestep_grid
 from mnist_diffusion.diffusion.tutorial import corrupt, sample_tutorial
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.images import grid_image, save_grid, write_npz
+from mnist_diffusion.files import atomic_write
+from mnist_diffusion.images import caption, grid_image, labelled_grid, write_npz
 from mnist_diffusion.latent import FrozenAutoencoder, decode_latents, encode_latents, load_autoencoder, reconstruct
 from mnist_diffusion.models import build_model
 from mnist_diffusion.precision import PrecisionChoice, resolve_precision, run_network_in
@@ -97,14 +98,30 @@ class SampleResult:
         self.grid().save(buffer, format="PNG")
         return buffer.getvalue()
 
+    def labelled_grid(self, nrow: int | None = None, scale: int = 2) -> Image.Image:
+        """The grid with the digit asked for above each column (when every column holds one digit) and a caption
+        line naming the model, sampler, steps, guidance and seed."""
+        nrow = self._nrow(nrow)
+        per_row = nrow or int(np.ceil(np.sqrt(len(self))))
+        columns = None
+        if self.labels is not None and len(self) >= per_row:
+            first = self.labels[:per_row]
+            rows = [self.labels[i:i + per_row] for i in range(0, len(self) - len(self) % per_row, per_row)]
+            if all(np.array_equal(r, first) for r in rows):
+                columns = [f"digit {d}" if per_row <= 10 else str(d) for d in first]
+        return Image.fromarray(labelled_grid(self.images, per_row, col_labels=columns, caption=caption(self.settings),
+                                             scale=scale))
+
     def save(self, path: str | Path, nrow: int | None = None) -> Path:
-        """Write the grid (`.png`) or the arrays (`.npz`: images uint8 (n, 28, 28) [+ labels int64 (n,)])."""
+        """Write the labelled grid (`.png`, see `labelled_grid`) or the arrays (`.npz`: images uint8 (n, 28, 28)
+        [+ labels int64 (n,)])."""
         path = Path(path)
         if path.suffix == ".npz":
             return write_npz(path, self.images, self.labels)
         if path.suffix != ".png":
             raise UserError(f"{path}: a sample result is saved as .png (a grid) or .npz (the arrays).")
-        return save_grid(self.images, path, nrow=self._nrow(nrow))
+        image = self.labelled_grid(nrow)
+        return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def parse_labels(spec, num_classes: int) -> list[int] | None:
