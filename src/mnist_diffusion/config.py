@@ -350,6 +350,21 @@ def with_changes(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:
     return load_run_config(data, "the overrides")
 
 
+def check_sampling(sample: SampleConfig, diffusion_kind: str) -> None:
+    """Checks across sample settings, for a model of `diffusion_kind`; raises `ConfigError`."""
+    tutorial = diffusion_kind == "tutorial"
+    if tutorial != (sample.sampler == "tutorial"):
+        allowed = "tutorial" if tutorial else "ddpm, ddim, dpmpp_2m or heun"
+        raise ConfigError(f"sampler {sample.sampler!r} does not fit a model of diffusion kind {diffusion_kind!r}; "
+                          f"choose {allowed}.")
+    interval = sample.guidance_interval
+    if interval is not None and (len(interval) != 2 or interval[0] >= interval[1]):
+        raise ConfigError("the guidance interval must be two noise levels LOW,HIGH with LOW < HIGH, got "
+                          f"{','.join(f'{v:g}' for v in interval)}.")
+    if sample.eta and sample.sampler != "ddim":
+        raise ConfigError(f"eta={sample.eta:g} only applies to the ddim sampler, not {sample.sampler!r}.")
+
+
 def validate(cfg: RunConfig) -> None:
     """Checks across settings (each setting's own range is checked by its type); raises `ConfigError`."""
     if not cfg.model.channels:
@@ -359,16 +374,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"model.kind {cfg.model.kind} goes with diffusion.kind {pairs[cfg.model.kind]}, not {cfg.diffusion.kind}."
         )
-    tutorial = cfg.diffusion.kind == "tutorial"
-    if tutorial != (cfg.sample.sampler == "tutorial") and cfg.diffusion.kind != "autoencoder":
-        raise ConfigError(
-            f"sample.sampler is {cfg.sample.sampler!r}, but the 'tutorial' sampler goes with diffusion.kind "
-            f"'tutorial' (and only there)."
-        )
-    interval = cfg.sample.guidance_interval
-    if interval is not None and (len(interval) != 2 or interval[0] >= interval[1]):
-        raise ConfigError(
-            f"sample.guidance_interval must be two noise levels [low, high] with low < high, got {list(interval)}."
-        )
+    if cfg.diffusion.kind != "autoencoder":
+        check_sampling(cfg.sample, cfg.diffusion.kind)
     if cfg.latent is not None and len(cfg.latent.shape) != 3:
         raise ConfigError(f"latent.shape must be [channels, height, width], got {list(cfg.latent.shape)}.")

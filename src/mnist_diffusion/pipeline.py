@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from mnist_diffusion import assets
 from mnist_diffusion import checkpoint as ckpt
-from mnist_diffusion.config import ConfigError, RunConfig, SampleConfig, from_dict, to_dict
+from mnist_diffusion.config import ConfigError, RunConfig, SampleConfig, check_sampling, from_dict, to_dict
 from mnist_diffusion.data import load_split, to_float, to_uint8
 from mnist_diffusion.device import resolve_device
 from mnist_diffusion.diffusion.denoiser import Denoiser
@@ -266,21 +266,11 @@ class Pipeline:
             data["guidance_interval"] = None if guidance_interval is None else list(guidance_interval)
         if not self.num_classes:
             data["guidance"] = 1.0 if guidance is None else data["guidance"]
-        cfg = self.config
         try:
             resolved = from_dict(SampleConfig, data, "sample")
-            tutorial = cfg.diffusion.kind == "tutorial"
-            if tutorial != (resolved.sampler == "tutorial"):
-                allowed = "tutorial" if tutorial else "ddpm, ddim, dpmpp_2m or heun"
-                raise ConfigError(f"sampler {resolved.sampler!r} does not fit this model; choose {allowed}.")
+            check_sampling(resolved, self.config.diffusion.kind)
         except ConfigError as e:
             raise UserError(f"{e}") from None
-        interval = resolved.guidance_interval
-        if interval is not None and (len(interval) != 2 or interval[0] >= interval[1]):
-            raise UserError(f"The guidance interval must be two noise levels LOW,HIGH with LOW < HIGH, got "
-                            f"{','.join(f'{v:g}' for v in interval)}.")
-        if resolved.eta and resolved.sampler != "ddim":
-            raise UserError(f"eta={resolved.eta} only applies to the ddim sampler, not {resolved.sampler!r}.")
         return resolved
 
     def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 1.0,
