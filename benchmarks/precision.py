@@ -1,16 +1,19 @@
 """fp32 against bf16 on this machine: matmul peaks, sampling and training images/s, and whether bf16 draws the same
 digits.
 
-One run measures, in order:
-  1. what `--precision auto` picks here and why (`mnist_diffusion.precision`), and the fp32 and bf16 `torch.mm`
-     GFLOP/s on (N, N) matrices with every intra-op thread (the two "peaks");
+One run measures, in order (fp32 and bf16 always timed in turn, so a busy neighbour slows both alike):
+  1. what `--precision auto` picks here and why (`mnist_diffusion.precision`), the fp32 and bf16 `torch.mm`
+     GFLOP/s on (N, N) matrices with every intra-op thread (the two "peaks"), and the conv probe `auto` uses;
   2. sampling images/s of the packaged `ddpm-cond` and `ldm` at their defaults (DPM-Solver++ 20 steps, guidance
      2), loaded with precision fp32 and bf16, and the share of the matching peak (FLOPs per image from
      torch's FlopCounterMode: convolutions, matrix products and attention only, so a lower bound);
   3. training images/s of each recipe through the package's own step (`make_trainer` + `train_step`) with
      train.precision fp32 and bf16 (bf16 autocast, fp32 master weights), the same seed, data and noise, so the
-     mean loss over the timed steps compares the numerics at equal steps;
-  4. the quality check: each packaged model samples --n digits (labels 0-9 in turn) at fp32 and at bf16 on the
+     mean loss over the timed steps compares the numerics at equal steps; then --curve-steps of ddpm-cond in
+     each, the loss curves overlaid in precision_loss.png;
+  4. with --compile, one network forward of each packaged model in fp32, bf16 and bf16 under torch.compile;
+  5. GroupNorm on bf16 channels_last maps: torch's kernel against the package's;
+  6. the quality check: each packaged model samples --n digits (labels 0-9 in turn) at fp32 and at bf16 on the
      same seeds, plus fp32 on other seeds (how much FID moves from one draw to another at this N); the share
      of pixels that differ between fp32 and bf16, and FID and label accuracy from the packaged evaluator.
 
@@ -45,11 +48,12 @@ from mnist_diffusion.config import apply_overrides  # noqa: E402
 from mnist_diffusion.evaluation.report import evaluate_images  # noqa: E402
 from mnist_diffusion.files import atomic_write_text  # noqa: E402
 from mnist_diffusion.pipeline import load  # noqa: E402
-from mnist_diffusion.precision import cpu_bf16_units, resolve_precision  # noqa: E402
+from mnist_diffusion.precision import PROBE_CONV, conv_gflops, cpu_bf16_units, resolve_precision  # noqa: E402
 from mnist_diffusion.training.loop import make_trainer  # noqa: E402
 from train_throughput import ORDER, batch_stream, recipe_config  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODELS = ("ddpm-cond", "ldm")
 
 
@@ -57,38 +61,108 @@ def log(text: str) -> None:
     print(text, flush=True)
 
 
-def sampling(model: str, precision: str, args) -> dict:
-    """Images/s of `Pipeline.sample` at the model's defaults (median over repeats) and FLOPs per image."""
-    pipe = load(model, precision=precision)
-    pipe.sample(min(8, args.sample_n), steps=2)  # warm-up: kernels, buffers, the autoencoder
-    rates = []
+def sampling(model: str, args) -> dict:
+    """Images/s of `Pipeline.sample` at the model's defaults, fp32 and bf16 loaded side by side and timed in
+    turn (median over --repeats; interleaving keeps a busy neighbour from favouring one), FLOPs per image."""
+    pipes = {p: load(model, precision=p) for p in PRECISIONS}
+    for pipe in pipes.values():
+        pipe.sample(min(8, args.sample_n), steps=2)  # warm-up: kernels, buffers, the autoencoder
+    rates = {p: [] for p in PRECISIONS}
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        pipe.sample(args.sample_n)
-        rates.append(args.sample_n / (time.perf_counter() - t0))
-    flops = count_flops(lambda: pipe.sample(2, batch_size=2)) / 2
-    return {"ips": statistics.median(rates), "flops": flops, "reason": pipe.precision.reason}
+        for p, pipe in pipes.items():
+            t0 = time.perf_counter()
+            pipe.sample(args.sample_n)
+            rates[p].append(args.sample_n / (time.perf_counter() - t0))
+    flops = count_flops(lambda: pipes["fp32"].sample(2, batch_size=2)) / 2
+    return {p: {"ips": statistics.median(rates[p]), "flops": flops, "reason": pipes[p].precision.reason}
+            for p in PRECISIONS}
 
 
-def training(recipe: str, precision: str, args, tmp: Path) -> dict:
-    """Training images/s of `recipe` (median over repeats after warm-up), mean loss, FLOPs per image."""
+def _trainer(recipe: str, precision: str, args, tmp: Path):
     ns = Namespace(threads=args.threads, batch_size=None, data_limit=args.data_limit, set=[])
     cfg = apply_overrides(recipe_config(recipe, ns, tmp), [f"train.precision={precision}"])
     trainer = make_trainer(cfg, tmp / f"{recipe}-{precision}")
-    batches = batch_stream(trainer)
     trainer.net.train()
-    for _ in range(args.train_warmup):
-        trainer.train_step(*next(batches))
-    rates, losses = [], []
+    return cfg, trainer, batch_stream(trainer)
+
+
+def training(recipe: str, args, tmp: Path) -> dict:
+    """Training images/s of `recipe` at fp32 and bf16 (two trainers with the same seed, data and noise, timed
+    in turn, median over repeats after warm-up), the mean loss of the timed steps, FLOPs per image."""
+    runs = {p: _trainer(recipe, p, args, tmp) for p in PRECISIONS}
+    for _cfg, trainer, batches in runs.values():
+        for _ in range(args.train_warmup):
+            trainer.train_step(*next(batches))
+    rates, losses = {p: [] for p in PRECISIONS}, {p: [] for p in PRECISIONS}
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        for _ in range(args.train_steps):
-            losses.append(trainer.train_step(*next(batches))["loss"].item())
-        rates.append(args.train_steps * cfg.train.batch_size / (time.perf_counter() - t0))
+        for p, (cfg, trainer, batches) in runs.items():
+            t0 = time.perf_counter()
+            for _ in range(args.train_steps):
+                losses[p].append(trainer.train_step(*next(batches))["loss"].item())
+            rates[p].append(args.train_steps * cfg.train.batch_size / (time.perf_counter() - t0))
+    cfg, trainer, batches = runs["fp32"]
     x, labels = next(batches)
     flops = count_flops(lambda: trainer.objective(trainer.net, x, labels, trainer.generator)["loss"].backward())
-    return {"ips": statistics.median(rates), "loss": statistics.fmean(losses), "flops": flops / len(x),
-            "batch": cfg.train.batch_size}
+    return {p: {"ips": statistics.median(rates[p]), "loss": statistics.fmean(losses[p]), "flops": flops / len(x),
+                "batch": cfg.train.batch_size} for p in PRECISIONS}
+
+
+def loss_curves(recipe: str, args, tmp: Path) -> dict:
+    """The loss at each of --curve-steps training steps of `recipe` in fp32 and in bf16 autocast, from the same
+    seed, data and noise."""
+    curves = {}
+    for p in PRECISIONS:
+        _cfg, trainer, batches = _trainer(recipe, p, args, tmp / "curves")
+        curves[p] = [trainer.train_step(*next(batches))["loss"].item() for _ in range(args.curve_steps)]
+    return curves
+
+
+def plot_curves(curves: dict, recipe: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
+    for p, losses in curves.items():
+        ema, smooth = losses[0], []
+        for v in losses:
+            ema = 0.9 * ema + 0.1 * v
+            smooth.append(ema)
+        ax.plot(losses, alpha=0.25, lw=0.8, color="C0" if p == "fp32" else "C1")
+        ax.plot(smooth, lw=1.6, color="C0" if p == "fp32" else "C1", label=f"{p} (EMA 0.9)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{recipe}: fp32 vs bf16 autocast, same seed, data and noise", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def compiled_forward(model: str, args) -> dict:
+    """ms per network forward at batch --compile-batch (the sampler's guided batch): fp32 eager, bf16 eager and
+    bf16 under torch.compile (inductor), interleaved, median of 7; and the compile time."""
+    pipes = {p: load(model, precision=p) for p in PRECISIONS}
+    b = args.compile_batch
+    x = torch.randn(b, *pipes["fp32"].sample_shape).contiguous(memory_format=torch.channels_last)
+    t, labels = torch.full((b,), 500.0), torch.arange(b) % 10
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        compiled = torch.compile(pipes["bf16"].net, dynamic=False)
+        compiled(x, t, labels)
+        compile_s = time.perf_counter() - t0
+        nets = {"fp32": pipes["fp32"].net, "bf16": pipes["bf16"].net, "bf16 compiled": compiled}
+        times = {k: [] for k in nets}
+        for net in nets.values():
+            net(x, t, labels)
+        for _ in range(7):
+            for k, net in nets.items():
+                t0 = time.perf_counter()
+                net(x, t, labels)
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {"compile_s": compile_s, **{k: statistics.median(v) for k, v in times.items()}}
 
 
 def groupnorm(args) -> dict:
@@ -162,13 +236,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="digits per model and numerics for the quality check")
     ap.add_argument("--sample-n", type=int, default=128, help="digits per sampling-speed repeat")
-    ap.add_argument("--repeats", type=int, default=1, help="timed repeats (median)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats, fp32 and bf16 in turn (median)")
     ap.add_argument("--recipes", nargs="+", default=list(ORDER), choices=ORDER)
     ap.add_argument("--train-steps", type=int, default=5, help="timed training steps per repeat")
     ap.add_argument("--train-warmup", type=int, default=1)
     ap.add_argument("--data-limit", type=int, default=4096, help="training images the recipes index")
     ap.add_argument("--matmul-n", type=int, default=1024, help="size of the square matrices of the peaks")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
+    ap.add_argument("--curve-steps", type=int, default=150, help="steps of the ddpm-cond loss curves (0: none)")
+    ap.add_argument("--compile", action="store_true", help="also time the bf16 networks under torch.compile")
+    ap.add_argument("--compile-batch", type=int, default=128, help="batch of the torch.compile measurement")
     ap.add_argument("--gn-batch", type=int, default=128, help="batch of the GroupNorm measurement")
     ap.add_argument("--gn-rounds", type=int, default=7, help="rounds of the GroupNorm measurement (median)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "precision.md")
@@ -186,19 +263,29 @@ def main() -> None:
     peak = {"fp32": matmul_gflops(args.matmul_n, torch.float32),
             "bf16": matmul_gflops(args.matmul_n, torch.bfloat16, repeats=3, max_seconds=10)}
     log(f"matmul {args.matmul_n}x{args.matmul_n}: fp32 {peak['fp32']:.1f}, bf16 {peak['bf16']:.1f} GFLOP/s")
+    conv = {p: conv_gflops(PRECISION_DTYPES[p], repeats=7) for p in PRECISIONS}
+    log(f"probe conv {PROBE_CONV}: fp32 {conv['fp32']:.1f}, bf16 {conv['bf16']:.1f} GFLOP/s")
 
     samples = {}
     for model in MODELS:
-        for p in PRECISIONS:
-            samples[model, p] = r = sampling(model, p, args)
+        for p, r in sampling(model, args).items():
+            samples[model, p] = r
             log(f"sampling {model} {p}: {r['ips']:.2f} images/s ({r['ips'] * r['flops'] / 1e9 / peak[p]:.0%} of "
                 f"the {p} peak)")
-    trains = {}
+    trains, curves = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for recipe in args.recipes:
-            for p in PRECISIONS:
-                trains[recipe, p] = r = training(recipe, p, args, Path(tmp))
+            for p, r in training(recipe, args, Path(tmp)).items():
+                trains[recipe, p] = r
                 log(f"training {recipe} {p}: {r['ips']:.1f} images/s, mean loss {r['loss']:.4f}")
+        if args.curve_steps:
+            curves = loss_curves("ddpm-cond", args, Path(tmp))
+    compiled = {}
+    if args.compile:
+        for model in MODELS:
+            compiled[model] = c = compiled_forward(model, args)
+            log(f"forward {model}: fp32 {c['fp32']:.1f} ms, bf16 {c['bf16']:.1f} ms, bf16 compiled "
+                f"{c['bf16 compiled']:.1f} ms (compiled in {c['compile_s']:.0f} s)")
     norms = groupnorm(args)
     log(f"GroupNorm, one bf16 channels_last ddpm-cond forward: torch's kernel {norms['torch']:.1f} ms, "
         f"package GroupNorm {norms['package']:.1f} ms")
@@ -222,7 +309,9 @@ def main() -> None:
                   "peak above 100% means the convolutions (oneDNN) ran bf16 faster than `torch.mm` did.", ""]
     lines += [f"Matmul peaks ({args.matmul_n}x{args.matmul_n} `torch.mm`, {torch.get_num_threads()} threads): "
               f"fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s "
-              f"({peak['bf16'] / peak['fp32']:.2f}x).", "",
+              f"({peak['bf16'] / peak['fp32']:.2f}x). The probe `auto` times, a 3x3 conv on a channels_last "
+              f"{PROBE_CONV} (batch, channels, side) map: fp32 {conv['fp32']:.1f}, bf16 {conv['bf16']:.1f} GFLOP/s "
+              f"({conv['bf16'] / conv['fp32']:.2f}x).", "",
               f"## Sampling ({args.sample_n} digits, the model's defaults, median of {args.repeats})", "",
               "| model | fp32 images/s | bf16 images/s | bf16 / fp32 | GFLOP per image | share of fp32 peak | "
               "share of bf16 peak |", "|---|---|---|---|---|---|---|"]
@@ -240,6 +329,22 @@ def main() -> None:
         lines.append(f"| {recipe} | {a['batch']} | {a['ips']:.1f} | {b['ips']:.1f} | {b['ips'] / a['ips']:.2f}x | "
                      f"{a['ips'] * a['flops'] / 1e9 / peak['fp32']:.0%} | "
                      f"{b['ips'] * b['flops'] / 1e9 / peak['bf16']:.0%} | {a['loss']:.4f} | {b['loss']:.4f} |")
+    if curves:
+        half = args.curve_steps // 2
+        late = {p: statistics.fmean(v[half:]) for p, v in curves.items()}
+        lines += ["", f"## Loss curves: ddpm-cond, {args.curve_steps} steps from the same seed, data and noise", "",
+                  f"![loss curves]({args.out.stem}_loss.png)", "",
+                  f"Mean loss over steps {half}..{args.curve_steps - 1}: fp32 {late['fp32']:.4f}, bf16 "
+                  f"{late['bf16']:.4f} (difference {late['bf16'] - late['fp32']:+.4f}); first step fp32 "
+                  f"{curves['fp32'][0]:.4f}, bf16 {curves['bf16'][0]:.4f}."]
+    if compiled:
+        lines += ["", f"## torch.compile: one network forward at batch {args.compile_batch} (median of 7, "
+                  "interleaved)", "", "| model | fp32 ms | bf16 ms | bf16 compiled ms | bf16 / fp32 | compiled / fp32 "
+                  "| compile time |", "|---|---|---|---|---|---|---|"]
+        for model, c in compiled.items():
+            lines.append(f"| {model} | {c['fp32']:.1f} | {c['bf16']:.1f} | {c['bf16 compiled']:.1f} | "
+                         f"{c['fp32'] / c['bf16']:.2f}x | {c['fp32'] / c['bf16 compiled']:.2f}x | "
+                         f"{c['compile_s']:.0f} s |")
     lines += ["", "## GroupNorm in bf16 channels_last (median of "
               f"{args.gn_rounds} interleaved rounds)", "",
               f"All {norms['calls']} GroupNorm calls of one packaged `ddpm-cond` forward at batch {args.gn_batch}, "
@@ -267,6 +372,8 @@ def main() -> None:
     if not args.no_write:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, text)
+        if curves:
+            plot_curves(curves, "ddpm-cond", args.out.with_name(args.out.stem + "_loss.png"))
         log(f"wrote {args.out}")
 
 

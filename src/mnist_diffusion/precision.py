@@ -6,8 +6,9 @@ one-line reason, which runs record in metrics.jsonl and benchmarks print. What `
 - CUDA: bf16 autocast for training where the GPU supports bf16 (measured there: benchmarks/results/
   cuda_throughput.md); sampling stays fp32, which is what was measured on the GPU.
 - CPU: bf16 only where the processor has bf16 matrix units -- AMX-BF16 or AVX-512-BF16 (x86, from torch's
-  CPU checks and /proc/cpuinfo) or the Arm BF16 extension -- AND a one-off matmul measurement confirms bf16 is
-  at least `BF16_MIN_SPEEDUP` times as fast as fp32 on it (cached per processor and torch version in the user
+  CPU checks and /proc/cpuinfo) or the Arm BF16 extension -- AND a one-off measurement of the U-Net's typical
+  layer (a 3x3 convolution on a channels_last 28x28 map, `conv_gflops`) confirms bf16 runs it at least
+  `BF16_MIN_SPEEDUP` times as fast as fp32 (cached per processor, torch version and thread count in the user
   cache directory, `precision-probe.json`). Elsewhere (AVX2-only CPUs, where bf16 is an order of magnitude
   slower) fp32.
 - MPS and anything else: fp32.
@@ -37,9 +38,14 @@ from mnist_diffusion.errors import UserError
 from mnist_diffusion.files import atomic_write_text
 
 Purpose = Literal["train", "sample"]
-BF16_MIN_SPEEDUP = 2.0  # a bf16 matmul this many times faster than fp32; the U-Net gains far less than the matmul
+# A bf16 3x3 conv this many times faster than fp32. The whole U-Net gains less than its convolutions (its
+# GroupNorm, SiLU and adds speed up less), so this is a floor below which bf16 sampling would not pay: on an
+# AMX Xeon the probe measured ~3x and sampling 1.3-2x; on AVX2 the probe is ~0.1x.
+BF16_MIN_SPEEDUP = 1.5
 PROBE_FILE = "precision-probe.json"
-PROBE_SIZE = 512  # (n, n) matrices: big enough to reach the units' speed, a few ms each where they exist
+PROBE_VERSION = 2  # part of the cache key: v1 timed a matmul with one warm-up, too few for AMX (it read 2x, not 5x)
+PROBE_SIZE = 512  # (n, n) matrices for `matmul_gflops`
+PROBE_CONV = (16, 64, 28)  # batch, channels, side of the probe's 3x3 conv: the packaged U-Net's top level
 
 
 @dataclass(frozen=True)
@@ -101,26 +107,46 @@ def cpu_bf16_units(flags: set[str] | None = None, capability: str | None = None)
     return False, f"no AMX-BF16 or AVX-512-BF16 units (torch CPU capability {capability})"
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = PROBE_SIZE, repeats: int = 5, max_seconds: float = 2.0,
-                  summary=min) -> float:
-    """GFLOP/s of `torch.mm` on two (n, n) matrices of `dtype` (2 n^3 FLOPs each) at the `summary` (best, by
-    default) of up to `repeats` timed products after one warm-up, stopping early once `max_seconds` are spent."""
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
-    out = torch.mm(a, b)
+def _gflops(run, flops: float, repeats: int, max_seconds: float, warmup: int, summary) -> float:
+    """flops / the `summary` of up to `repeats` timed calls of `run`, after `warmup` untimed ones (AMX and
+    oneDNN set up tiles and kernels in the first calls); timing stops early once `max_seconds` are spent."""
+    for _ in range(warmup):
+        run()
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < repeats and (not times or time.perf_counter() - start < max_seconds):
         t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
+        run()
         times.append(time.perf_counter() - t0)
-    return 2 * n**3 / summary(times) / 1e9
+    return flops / summary(times) / 1e9
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = PROBE_SIZE, repeats: int = 5, max_seconds: float = 2.0,
+                  summary=min, warmup: int = 3) -> float:
+    """GFLOP/s of `torch.mm` on two (n, n) matrices of `dtype` (2 n^3 FLOPs each) at the `summary` (best, by
+    default) of up to `repeats` timed products after `warmup` untimed ones, within about `max_seconds`."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+    out = torch.mm(a, b)
+    return _gflops(lambda: torch.mm(a, b, out=out), 2 * n**3, repeats, max_seconds, warmup, summary)
+
+
+@torch.inference_mode()
+def conv_gflops(dtype: torch.dtype, shape: tuple[int, int, int] = PROBE_CONV, repeats: int = 5,
+                max_seconds: float = 2.0, summary=min, warmup: int = 3) -> float:
+    """GFLOP/s of a 3x3 conv (C -> C, padding 1) on a channels_last (B, C, S, S) map of `dtype`, where
+    `shape` = (B, C, S): 2 * B * S^2 * C^2 * 9 FLOPs a call, timed as `matmul_gflops` times its products."""
+    b, c, side = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, c, side, side, generator=g).to(dtype).to(memory_format=torch.channels_last)
+    conv = nn.Conv2d(c, c, 3, padding=1).to(dtype).to(memory_format=torch.channels_last)
+    return _gflops(lambda: conv(x), 2 * b * side * side * c * c * 9, repeats, max_seconds, warmup, summary)
 
 
 def _probe_key() -> str:
     model = next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")),
                  platform.processor() or platform.machine())
-    return f"{model} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    return f"{model} | torch {torch.__version__} | {torch.get_num_threads()} threads | probe v{PROBE_VERSION}"
 
 
 def _cpuinfo_lines() -> list[str]:
@@ -131,8 +157,9 @@ def _cpuinfo_lines() -> list[str]:
 
 
 def probe_bf16_speedup(cache: Path | None = None) -> tuple[float, float]:
-    """(fp32, bf16) matmul GFLOP/s of this machine, measured once and cached in `cache` (default the user cache
-    directory's precision-probe.json, keyed by processor, torch version and thread count)."""
+    """(fp32, bf16) GFLOP/s of the probe convolution (`conv_gflops`) on this machine, measured once and cached in
+    `cache` (default the user cache directory's precision-probe.json, keyed by processor, torch version, thread
+    count and `PROBE_VERSION`)."""
     path = cache if cache is not None else cache_dir() / PROBE_FILE
     key = _probe_key()
     try:
@@ -144,8 +171,8 @@ def probe_bf16_speedup(cache: Path | None = None) -> tuple[float, float]:
     if isinstance(entry, dict) and isinstance(entry.get("fp32"), (int, float)) and isinstance(entry.get("bf16"),
                                                                                              (int, float)):
         return float(entry["fp32"]), float(entry["bf16"])
-    fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
-    known[key] = {"fp32": round(fp32, 2), "bf16": round(bf16, 2), "n": PROBE_SIZE}
+    fp32, bf16 = conv_gflops(torch.float32), conv_gflops(torch.bfloat16)
+    known[key] = {"fp32": round(fp32, 2), "bf16": round(bf16, 2), "conv": list(PROBE_CONV)}
     with contextlib.suppress(OSError):  # an unwritable cache only costs the measurement next time
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(known, indent=1) + "\n")
@@ -157,7 +184,7 @@ def _cpu_auto() -> PrecisionChoice:
     if not units:
         return PrecisionChoice("fp32", f"auto: this CPU has {found}, where bf16 is slower than fp32")
     fp32, bf16 = probe_bf16_speedup()
-    measured = f"bf16 matmul {bf16:.0f} vs fp32 {fp32:.0f} GFLOP/s"
+    measured = f"a bf16 3x3 conv runs {bf16:.0f} vs fp32 {fp32:.0f} GFLOP/s ({bf16 / fp32:.1f}x)"
     if bf16 >= BF16_MIN_SPEEDUP * fp32:
         return PrecisionChoice("bf16", f"auto: this CPU has {found}; {measured}")
     return PrecisionChoice("fp32", f"auto: this CPU has {found}, but {measured}, under {BF16_MIN_SPEEDUP:g}x")
