@@ -20,8 +20,10 @@ from mnist_diffusion.recipes import get_recipe
 
 
 @pytest.fixture
-def fresh(monkeypatch):
-    """The resolution cache emptied before and after, so each test's mocks decide."""
+def fresh(monkeypatch, measured_cpu_auto):
+    """The real `auto` (tests/conftest.py pins it to fp32 elsewhere) with the resolution cache emptied before
+    and after, so each test's mocks decide."""
+    monkeypatch.setattr(precision, "_cpu_auto", measured_cpu_auto)
     precision._resolve.cache_clear()
     yield monkeypatch
     precision._resolve.cache_clear()
