@@ -48,12 +48,11 @@ from mnist_diffusion.config import apply_overrides  # noqa: E402
 from mnist_diffusion.evaluation.report import evaluate_images  # noqa: E402
 from mnist_diffusion.files import atomic_write_text  # noqa: E402
 from mnist_diffusion.pipeline import load  # noqa: E402
-from mnist_diffusion.precision import PROBE_CONV, conv_gflops, cpu_bf16_units, resolve_precision  # noqa: E402
+from mnist_diffusion.precision import PROBE_CONV, PrecisionChoice, conv_gflops, cpu_bf16_units, resolve_precision  # noqa: E402
 from mnist_diffusion.training.loop import make_trainer  # noqa: E402
 from train_throughput import ORDER, batch_stream, recipe_config  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODELS = ("ddpm-cond", "ldm")
 
 
@@ -263,7 +262,7 @@ def main() -> None:
     peak = {"fp32": matmul_gflops(args.matmul_n, torch.float32),
             "bf16": matmul_gflops(args.matmul_n, torch.bfloat16, repeats=3, max_seconds=10)}
     log(f"matmul {args.matmul_n}x{args.matmul_n}: fp32 {peak['fp32']:.1f}, bf16 {peak['bf16']:.1f} GFLOP/s")
-    conv = {p: conv_gflops(PRECISION_DTYPES[p], repeats=7) for p in PRECISIONS}
+    conv = {p: conv_gflops(PrecisionChoice(p, "benchmark").dtype, repeats=7) for p in PRECISIONS}
     log(f"probe conv {PROBE_CONV}: fp32 {conv['fp32']:.1f}, bf16 {conv['bf16']:.1f} GFLOP/s")
 
     samples = {}

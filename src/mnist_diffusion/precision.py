@@ -45,7 +45,7 @@ BF16_MIN_SPEEDUP = 1.5
 PROBE_FILE = "precision-probe.json"
 PROBE_VERSION = 2  # part of the cache key: v1 timed a matmul with one warm-up, too few for AMX (it read 2x, not 5x)
 PROBE_SIZE = 512  # (n, n) matrices for `matmul_gflops`
-PROBE_CONV = (16, 64, 28)  # batch, channels, side of the probe's 3x3 conv: the packaged U-Net's top level
+PROBE_CONV = (16, 64, 28)  # batch, channels, side of the probe's 3x3 conv: a 28x28 level of a U-Net
 
 
 @dataclass(frozen=True)
