@@ -69,7 +69,8 @@ Weighting = Literal["uniform", "min_snr"]
 OptimizerName = Literal["adam", "adamw"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 where the device runs it fast (precision.py)
-SamplerName = Literal["tutorial", "ddpm", "ddim", "dpmpp_2m", "heun"]
+SamplerName = Literal["tutorial", "ddpm", "ddim", "dpmpp_2m", "heun", "consistency"]
+DistillMethod = Literal["trajectory", "consistency"]  # training/distill.py
 Spacing = Literal["leading", "linspace", "trailing", "karras"]
 
 
@@ -94,6 +95,7 @@ class ModelConfig:
     dropout: Probability = 0.0
     groups: PositiveInt = 8  # GroupNorm groups
     latent_channels: PositiveInt = 4  # autoencoder only: C of the (C, 7, 7) latent
+    guidance_input: bool = False  # the guidance scale is an input (distilled students: one pass, no doubled batch)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,25 @@ class LatentConfig:
     autoencoder_sha256: str = ""  # hash of the autoencoder's weights; another autoencoder is refused
     scale: NonNegativeFloat = 1.0  # multiplies latents to unit variance (0 = measure it when training starts)
     shape: tuple[PositiveInt, ...] = (4, 7, 7)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A few-step student distilled from a guided teacher (training/distill.py); the guidance scale is its input.
+
+    The student's network, noise process, data and latent space are the teacher's (copied when the run starts);
+    only its output becomes v (Salimans & Ho 2022) and it gains the guidance input.
+    """
+
+    teacher: str = "ldm"  # packaged name, run directory or checkpoint of a class-conditional model
+    teacher_sha256: str = ""  # hash of the teacher's weights, recorded when the run starts; another is refused
+    method: DistillMethod = "trajectory"
+    steps: PositiveInt = 4  # trajectory: the student's steps (DDIM); consistency: the default sampling steps
+    teacher_steps: PositiveInt = 20  # trajectory: teacher DPM-Solver++(2M) steps over the whole path
+    discretisation: Annotated[int, Range(2)] = 40  # consistency: points of the teacher's ODE grid
+    guidance_min: NonNegativeFloat = 1.0  # the student learns every scale in [min, max]
+    guidance_max: NonNegativeFloat = 4.0
+    unconditional: Probability = 0.1  # share of samples distilled without a label
 
 
 @dataclass(frozen=True)
@@ -162,6 +183,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     latent: LatentConfig | None = None  # set for latent diffusion: the autoencoder the diffusion runs inside
+    distill: DistillConfig | None = None  # set for a distilled student: its teacher and method
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -354,7 +376,7 @@ def check_sampling(sample: SampleConfig, diffusion_kind: str) -> None:
     """Checks across sample settings, for a model of `diffusion_kind`; raises `ConfigError`."""
     tutorial = diffusion_kind == "tutorial"
     if tutorial != (sample.sampler == "tutorial"):
-        allowed = "tutorial" if tutorial else "ddpm, ddim, dpmpp_2m or heun"
+        allowed = "tutorial" if tutorial else "ddpm, ddim, dpmpp_2m, heun or consistency"
         raise ConfigError(f"sampler {sample.sampler!r} does not fit a model of diffusion kind {diffusion_kind!r}; "
                           f"choose {allowed}.")
     interval = sample.guidance_interval
@@ -376,5 +398,13 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.diffusion.kind != "autoencoder":
         check_sampling(cfg.sample, cfg.diffusion.kind)
+    if cfg.distill is not None:
+        d = cfg.distill
+        if d.guidance_min > d.guidance_max:
+            raise ConfigError(f"distill.guidance_min ({d.guidance_min:g}) must not exceed distill.guidance_max "
+                              f"({d.guidance_max:g}).")
+        if d.method == "trajectory" and d.teacher_steps % d.steps:
+            raise ConfigError(f"distill.teacher_steps ({d.teacher_steps}) must be a multiple of distill.steps "
+                              f"({d.steps}): each student step stands for the same number of teacher steps.")
     if cfg.latent is not None and len(cfg.latent.shape) != 3:
         raise ConfigError(f"latent.shape must be [channels, height, width], got {list(cfg.latent.shape)}.")

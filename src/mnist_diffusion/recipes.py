@@ -5,6 +5,7 @@ from __future__ import annotations
 from mnist_diffusion.config import (
     DataConfig,
     DiffusionConfig,
+    DistillConfig,
     LatentConfig,
     ModelConfig,
     RunConfig,
@@ -89,7 +90,20 @@ LDM = RunConfig(
     latent=LatentConfig(autoencoder="ldm-ae", autoencoder_sha256="", scale=0.0, shape=(4, 7, 7)),
 )
 
-RECIPES: dict[str, RunConfig] = {cfg.recipe: cfg for cfg in (SEED, DDPM, DDPM_COND, LDM_AE, LDM)}
+# A few-step student of a guided teacher (training/distill.py): `--set distill.teacher=ddpm-cond` for the pixel
+# model. The network, noise process and latent space are copied from the teacher when the run starts (so
+# model.* and diffusion.* settings here are not used); lr 3e-4, below the teachers' 2e-3, since it fine-tunes.
+DISTILL = RunConfig(
+    recipe="distill",
+    data=DataConfig(value_range="signed"),
+    train=TrainConfig(
+        epochs=4, batch_size=128, optimizer="adamw", lr=3e-4, weight_decay=0.0, warmup_steps=50,
+        grad_clip=1.0, ema_decay=0.999, label_dropout=0.0,
+    ),
+    distill=DistillConfig(teacher="ldm", method="trajectory", steps=4, teacher_steps=20),
+)
+
+RECIPES: dict[str, RunConfig] = {cfg.recipe: cfg for cfg in (SEED, DDPM, DDPM_COND, LDM_AE, LDM, DISTILL)}
 
 
 def get_recipe(name: str) -> RunConfig:

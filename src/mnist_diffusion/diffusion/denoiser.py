@@ -26,13 +26,23 @@ def check_prediction(prediction: str) -> None:
         raise UserError(f"Unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}.")
 
 
+def _attribute(net, name: str):
+    """`net.<name>`, looking through wrappers such as DistributedDataParallel and torch.compile; None if absent."""
+    for candidate in (net, getattr(net, "module", None), getattr(net, "_orig_mod", None)):
+        value = getattr(candidate, name, None)
+        if value is not None:
+            return value
+    return None
+
+
 def num_classes_of(net) -> int:
     """`net.num_classes` (0 = unconditional), looking through wrappers such as DistributedDataParallel."""
-    for candidate in (net, getattr(net, "module", None)):
-        value = getattr(candidate, "num_classes", None)
-        if value is not None:
-            return int(value)
-    return 0
+    return int(_attribute(net, "num_classes") or 0)
+
+
+def takes_guidance(net) -> bool:
+    """Whether `net` takes the guidance scale as an input (a distilled student) instead of being guided."""
+    return bool(_attribute(net, "guidance_input"))
 
 
 def x0_from_eps(x_t, eps, alpha, sigma):
@@ -97,14 +107,20 @@ def net_time(t, like: torch.Tensor) -> torch.Tensor:
     return t.expand(like.shape[0]) if t.ndim == 0 else t
 
 
+def _scale(guidance) -> float | torch.Tensor:
+    return guidance if torch.is_tensor(guidance) else float(guidance)
+
+
 class Denoiser:
     """D(x_t, t) -> (x0, eps) for a network `net(x_t, t, labels)` that predicts eps, x0 or v.
 
     The conditioning is bound in: `labels` (B,) long or None, the classifier-free guidance scale `guidance`
-    (1 = plain conditional) and optionally `guidance_interval` = (low, high), the VE noise levels
-    sigma = sqrt((1 - alpha_bar) / alpha_bar) between which guidance applies (Kynkaanniemi et al. 2024,
-    low < sigma <= high); outside it the denoiser makes the plain conditional pass, at half the cost. So
-    samplers only ever call `denoiser(x_t, t)`; `bind` gives a copy with other conditioning.
+    (1 = plain conditional; a float, or a (B,) tensor of one scale per sample) and optionally
+    `guidance_interval` = (low, high), the VE noise levels sigma = sqrt((1 - alpha_bar) / alpha_bar) between
+    which guidance applies (Kynkaanniemi et al. 2024, low < sigma <= high); outside it the denoiser makes the
+    plain conditional pass, at half the cost. So samplers only ever call `denoiser(x_t, t)`; `bind` gives a copy
+    with other conditioning. A net that takes the guidance scale as an input (`takes_guidance`: a distilled
+    student) gets it and makes one pass at any scale.
 
     clip: optional (low, high) data range; x0 is clamped to it and eps recomputed from the clamped
     x0, so the pair stays consistent with x_t (what DDIM-style updates need).
@@ -126,9 +142,10 @@ class Denoiser:
         self.prediction = prediction
         self.clip = clip
         self.num_classes = num_classes_of(net)
+        self.guidance_input = takes_guidance(net)
         self._cache: dict[float, tuple[float, float]] = {}
         self._check_conditioning(labels, guidance, guidance_interval)
-        self.labels, self.guidance, self.guidance_interval = labels, float(guidance), guidance_interval
+        self.labels, self.guidance, self.guidance_interval = labels, _scale(guidance), guidance_interval
 
     def bind(self, labels: torch.Tensor | None = None, guidance: float = 1.0,
              guidance_interval: tuple[float, float] | None = None) -> "Denoiser":
@@ -136,12 +153,21 @@ class Denoiser:
         other = Denoiser.__new__(Denoiser)
         other.__dict__.update(self.__dict__)
         other._check_conditioning(labels, guidance, guidance_interval)
-        other.labels, other.guidance, other.guidance_interval = labels, float(guidance), guidance_interval
+        other.labels, other.guidance, other.guidance_interval = labels, _scale(guidance), guidance_interval
         return other
 
     def _check_conditioning(self, labels, guidance, interval) -> None:
-        if not math.isfinite(guidance) or guidance < 0:
+        if torch.is_tensor(guidance):
+            if guidance.ndim != 1 or not bool(torch.isfinite(guidance).all() and (guidance >= 0).all()):
+                raise UserError(f"Per-sample guidance scales must be a 1-D tensor of finite numbers >= 0, got "
+                                f"shape {tuple(guidance.shape)}.")
+            if labels is None or guidance.shape[0] != labels.shape[0]:
+                raise UserError("Per-sample guidance scales need one class label per scale.")
+        elif not math.isfinite(guidance) or guidance < 0:
             raise UserError(f"The guidance scale must be a finite number >= 0, got {guidance}.")
+        if interval is not None and self.guidance_input:
+            raise UserError("This model has its guidance distilled in, so a guidance interval does not apply; "
+                            "leave the guidance interval out.")
         if labels is not None:
             if self.num_classes == 0:
                 raise UserError("This model is unconditional, so it takes no class labels; sample without them.")
@@ -150,7 +176,7 @@ class Denoiser:
                     f"Labels must be a 1-D long tensor of classes in [0, {self.num_classes}], got dtype "
                     f"{labels.dtype}, shape {tuple(labels.shape)}."
                 )
-        if guidance != 1.0:
+        if torch.is_tensor(guidance) or guidance != 1.0:
             if self.num_classes == 0:
                 raise UserError(
                     f"Guidance scale {guidance} needs a class-conditional model, but this model is "
@@ -175,7 +201,7 @@ class Denoiser:
 
     def _guided(self, alpha, sigma) -> bool | torch.Tensor:
         """Whether guidance applies at these coefficients: a bool for a scalar t, else (B, 1, ..., 1)."""
-        if self.guidance == 1.0:
+        if self.guidance_input or (not torch.is_tensor(self.guidance) and self.guidance == 1.0):
             return False
         if self.guidance_interval is None:
             return True
@@ -206,13 +232,19 @@ class Denoiser:
             alpha, sigma = self.schedule.coefficients(t, x_t)
         t_net = net_time(t, x_t)
         guided = self._guided(alpha, sigma)
-        if guided is False:
+        scale = self.guidance
+        if torch.is_tensor(scale):
+            scale = scale.to(x_t.device, x_t.dtype).view(-1, *[1] * (x_t.ndim - 1))
+        if self.guidance_input:
+            w = scale.flatten() if torch.is_tensor(scale) else torch.full((batch,), scale, device=x_t.device)
+            out = self.net(x_t, t_net, labels, w)
+        elif guided is False:
             out = self.net(x_t, t_net, labels)
         else:
             uncond = torch.full_like(labels, self.num_classes)
             both = self.net(torch.cat([x_t, x_t]), torch.cat([t_net, t_net]), torch.cat([labels, uncond]))
             out_c, out_u = both.chunk(2)
-            out = out_u + self.guidance * (out_c - out_u)
+            out = out_u + scale * (out_c - out_u)
             if guided is not True:  # per-sample t straddling the interval: plain conditional outside it
                 out = torch.where(guided, out, out_c)
         x0, eps = to_x0_eps(x_t, out, self.prediction, alpha, sigma)

@@ -58,8 +58,9 @@ def visit(callback: Callback | None, i: int, t: float, steps: int, x: torch.Tens
     return out.to(x)
 
 
-def prepare_grid(schedule: NoiseSchedule, timesteps) -> tuple[list, torch.Tensor]:
-    """The grid as Python numbers, and alpha_bar (float64) at each grid point followed by 1.0 for the data."""
+def prepare_grid(schedule: NoiseSchedule, timesteps, end: float | None = None) -> tuple[list, torch.Tensor]:
+    """The grid as Python numbers, and alpha_bar (float64) at each grid point followed by 1.0 for the data (or,
+    with `end`, by alpha_bar at timestep `end`, below the grid: a solve over part of the path)."""
     grid = torch.as_tensor(timesteps).detach().cpu()
     if grid.ndim != 1 or grid.numel() == 0:
         raise UserError(
@@ -68,7 +69,11 @@ def prepare_grid(schedule: NoiseSchedule, timesteps) -> tuple[list, torch.Tensor
     if (grid[1:] >= grid[:-1]).any():
         raise UserError(f"A sampling grid must be strictly descending, got {grid.tolist()}.")
     ab = schedule.alpha_bar(grid)
-    return grid.tolist(), torch.cat([ab, ab.new_ones(1)])
+    if end is None:
+        return grid.tolist(), torch.cat([ab, ab.new_ones(1)])
+    if not end < grid[-1].item():
+        raise UserError(f"A partial solve must end below its grid's last timestep {grid[-1].item():g}, got {end:g}.")
+    return grid.tolist(), torch.cat([ab, schedule.alpha_bar(torch.tensor([float(end)], dtype=grid.dtype))])
 
 
 def gaussian_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -101,12 +106,15 @@ def sample_ddpm(
 @torch.no_grad()
 def sample_ddim(
     denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
-    callback: Callback | None = None, eta: float = 0.0,
+    callback: Callback | None = None, eta: float = 0.0, end: float | None = None,
 ) -> torch.Tensor:
-    """DDIM, Song et al. (2021) eq. 12; eta=0 is deterministic, eta=1 matches DDPM ancestral sampling."""
+    """DDIM, Song et al. (2021) eq. 12; eta=0 is deterministic, eta=1 matches DDPM ancestral sampling.
+
+    end: None steps to the data after the last grid point; a timestep stops there instead (x_end, not x0).
+    """
     if not 0.0 <= eta <= 1.0:
         raise UserError(f"DDIM's eta must be between 0 and 1, got {eta}.")
-    ts, ab = prepare_grid(denoiser.schedule, timesteps)
+    ts, ab = prepare_grid(denoiser.schedule, timesteps, end)
     ab_t, ab_s = ab[:-1], ab[1:]
     sig = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()  # eq. 16
     c_x0 = ab_s.sqrt().tolist()
@@ -127,15 +135,16 @@ def sample_ddim(
 @torch.no_grad()
 def sample_dpmpp_2m(
     denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
-    callback: Callback | None = None,
+    callback: Callback | None = None, end: float | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M), Lu et al. (2022) alg. 2: multistep data prediction in lambda = log(alpha/sigma).
 
     The first step is first order (no history yet). The last step goes to the data, where lambda
     is infinite: the first-order update there is exactly x = x0 and the second-order term has no
-    finite limit, so it is first order too.
+    finite limit, so it is first order too. With `end` (a timestep below the grid) the solve stops at
+    x_end, and its last step stays second order.
     """
-    ts, ab = prepare_grid(denoiser.schedule, timesteps)
+    ts, ab = prepare_grid(denoiser.schedule, timesteps, end)
     alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
     lam = torch.log(alpha) - torch.log(sigma)  # +inf at the data
     h = lam[1:] - lam[:-1]
@@ -146,7 +155,7 @@ def sample_dpmpp_2m(
     for i, t in enumerate(ts):
         x0, _ = denoiser(x, t)
         x = visit(callback, i, t, len(ts), x, x0)
-        if x0_prev is None or i == len(ts) - 1:
+        if x0_prev is None or (i == len(ts) - 1 and end is None):
             d = x0
         else:
             d = x0 + (x0 - x0_prev) / (2 * r[i])
@@ -186,11 +195,31 @@ def sample_heun(
     raise AssertionError("unreachable: the loop returns at the last grid point")
 
 
+@torch.no_grad()
+def sample_consistency(
+    denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Multistep consistency sampling, Song et al. (2023) alg. 1: jump to x0, then noise it afresh to the next
+    grid point, x_s = alpha_s x0 + sigma_s z. For a consistency model, whose x0 is the end of the ODE path
+    through x_t; one grid point = one network pass (two where a callback replaces x_t)."""
+    ts, ab = prepare_grid(denoiser.schedule, timesteps)
+    alpha, sigma = ab.sqrt().tolist(), (1 - ab).sqrt().tolist()
+    for i, t in enumerate(ts):
+        x0, _ = denoiser(x, t)
+        replaced = visit(callback, i, t, len(ts), x, x0)
+        if replaced is not x:  # the jump ignores x_t, so a steered x_t needs its own pass
+            x, (x0, _) = replaced, denoiser(replaced, t)
+        x = x0 if i == len(ts) - 1 else alpha[i + 1] * x0 + sigma[i + 1] * gaussian_like(x, generator)
+    return x
+
+
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
     "dpmpp_2m": sample_dpmpp_2m,
     "heun": sample_heun,
+    "consistency": sample_consistency,
 }
 
 

@@ -27,6 +27,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return emb
 
 
+GUIDANCE_FREQUENCY = 100.0  # w in [0, 10] spans timestep-like values 0..1000 in the sinusoid
+
+
 class Conditioning:
     """The U-Net's conditioning, mixed into an nn.Module: MLP(sinusoid(t)) + class embedding.
 
@@ -35,16 +38,27 @@ class Conditioning:
     classifier-free guidance, Ho & Salimans 2022).
     """
 
-    def init_conditioning(self, dim: int, num_classes: int) -> None:
+    def init_conditioning(self, dim: int, num_classes: int, guidance_input: bool = False) -> None:
         self.num_classes = num_classes
         self._freq_dim = dim  # sinusoid features, then an MLP of the same width
         self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.label_emb = nn.Embedding(num_classes + 1, dim) if num_classes > 0 else None
+        # A distilled student's guidance scale w (Meng et al. 2023): sinusoid(GUIDANCE_FREQUENCY w) -> MLP, added
+        # like the label. The last layer starts at zero, so a student initialised from its teacher's weights
+        # starts as the teacher's plain conditional prediction at every w.
+        self.guidance_input = guidance_input
+        self.guidance_mlp = None
+        if guidance_input:
+            self.guidance_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+            nn.init.zeros_(self.guidance_mlp[2].weight)
+            nn.init.zeros_(self.guidance_mlp[2].bias)
 
-    def embed(self, t: torch.Tensor, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+    def embed(self, t: torch.Tensor, labels: torch.Tensor | None, batch: int,
+              guidance: torch.Tensor | None = None) -> torch.Tensor:
         """The shared conditioning vector (B, embed_dim), after SiLU; each block applies only a linear to it.
 
-        t: (B,) or a scalar (broadcast to the batch); labels: (B,) long in [0, num_classes] or None.
+        t: (B,) or a scalar (broadcast to the batch); labels: (B,) long in [0, num_classes] or None; guidance:
+        (B,) or scalar guidance scales for a net with `guidance_input` (None = 1, the plain conditional).
         """
         if t.ndim == 0:
             t = t.expand(batch)
@@ -58,6 +72,13 @@ class Conditioning:
             emb = emb + self.label_emb(labels)
         elif labels is not None:
             raise ValueError(f"labels were given to an unconditional {type(self).__name__} (model.num_classes is 0)")
+        if self.guidance_mlp is not None:
+            w = torch.ones(batch, device=emb.device) if guidance is None else torch.as_tensor(guidance).to(emb.device)
+            w = w.float().expand(batch) if w.ndim == 0 else w.float()
+            features = timestep_embedding(GUIDANCE_FREQUENCY * w, self._freq_dim).to(emb.dtype)
+            emb = emb + self.guidance_mlp(features)
+        elif guidance is not None:
+            raise ValueError(f"a guidance scale was given to a {type(self).__name__} without guidance_input")
         return F.silu(emb)
 
 

@@ -81,8 +81,16 @@ class Server:
             out.append({"name": name, "kind": "latent" if pipe.config.latent else pipe.config.diffusion.kind,
                         "classes": pipe.num_classes, "sampler": s.sampler, "steps": s.steps,
                         "guidance": s.guidance if pipe.num_classes else 1.0,
-                        "samplers": ["tutorial"] if s.sampler == "tutorial" else ["dpmpp_2m", "ddim", "ddpm", "heun"]})
+                        "samplers": _samplers(pipe)})
         return out
+
+
+def _samplers(pipe: Pipeline) -> list[str]:
+    """The samplers the page offers for a model: a distilled student only the one it was distilled for."""
+    s = pipe.config.sample
+    if s.sampler == "tutorial" or pipe.config.distill is not None:
+        return [s.sampler]
+    return ["dpmpp_2m", "ddim", "ddpm", "heun"]
 
 
 def _settings(pipe: Pipeline, body: dict) -> dict:

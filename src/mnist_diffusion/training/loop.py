@@ -35,6 +35,7 @@ from mnist_diffusion.precision import autocast, resolve_precision
 from mnist_diffusion.training import distributed as dist_utils
 from mnist_diffusion.training import stops
 from mnist_diffusion.training.data_order import batches_per_epoch, epoch_batches
+from mnist_diffusion.training.distill import bind_teacher, init_student
 from mnist_diffusion.training.ema import EMA
 from mnist_diffusion.training.latent_binding import bind_autoencoder
 from mnist_diffusion.training.logger import MetricsLogger, rewind_metrics
@@ -219,10 +220,15 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     device = dist_utils.device_for(dist, resolve_device(cfg.train.device))
     if cfg.train.threads and device.type == "cpu":
         torch.set_num_threads(cfg.train.threads)
+    teacher = None
+    if cfg.distill is not None:  # a student: the teacher's network, noise process and latent space, hash pinned
+        cfg, teacher = bind_teacher(cfg, device)
     if cfg.latent is not None:  # latent diffusion: pin the autoencoder's hash and latent scale before writing anything
         cfg = bind_autoencoder(cfg, device)
     torch.manual_seed(cfg.train.seed)
     net = build_model(cfg.model).to(device)
+    if teacher is not None:
+        init_student(net, teacher)  # before the EMA copies it
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
     ema = EMA(net, cfg.train.ema_decay) if cfg.train.ema_decay and dist.is_main else None  # rank 0 samples

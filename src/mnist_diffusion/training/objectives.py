@@ -14,6 +14,7 @@ from mnist_diffusion.diffusion.schedule import make_schedule
 from mnist_diffusion.diffusion.tutorial import tutorial_loss
 from mnist_diffusion.latent import encode_latents, load_autoencoder
 from mnist_diffusion.models.autoencoder import Autoencoder
+from mnist_diffusion.training.distill import distill_objective
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator | None], dict[str, Any]]
 
@@ -59,6 +60,9 @@ def make_objective(cfg: RunConfig, device: torch.device) -> Objective:
             return autoencoder_loss(net, x, cfg.diffusion.kl_weight, generator)
 
         return autoencoder_objective
+
+    if cfg.distill is not None:  # a few-step student regressing onto its guided teacher
+        return distill_objective(cfg, device)
 
     d, conditional = cfg.diffusion, cfg.model.num_classes > 0
     schedule = make_schedule(d.schedule, d.timesteps)
