@@ -271,6 +271,9 @@ class Pipeline:
             check_sampling(resolved, self.config.diffusion.kind)
         except ConfigError as e:
             raise UserError(f"{e}") from None
+        if resolved.guidance_interval is not None and self.config.model.guidance_input:
+            raise UserError(f"{self.name} has its guidance distilled in, so a guidance interval does not apply; "
+                            "leave the guidance interval out.")
         return resolved
 
     def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 1.0,
