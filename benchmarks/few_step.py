@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
+from _report import baseline_row, quality_cells  # noqa: E402
 from mnist_diffusion.evaluation.report import evaluate_images  # noqa: E402
 from mnist_diffusion.pipeline import load  # noqa: E402
 
@@ -118,12 +119,9 @@ def main() -> None:
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['evaluations_per_image']:g} | {r['guidance']:g} | "
-            f"{r['fid']:.3f} | {r['fid'] / base['fid']:.2f}x | {r['kid_mean'] * 1e3:.3f} ± {r['kid_std'] * 1e3:.3f} | "
-            f"{r['precision']:.3f} | {r['recall']:.3f} | {r['label_accuracy']:.4f} | {r['n'] / r['seconds']:.1f} | "
-            f"{r['seconds']:.1f} |")
+            + " | ".join(quality_cells(r, base["fid"])) + f" | {r['n'] / r['seconds']:.1f} | {r['seconds']:.1f} |")
     lines += [
-        f"| *real training images (baseline)* | | | | | {base['fid']:.3f} | 1.00x | {base['kid_mean'] * 1e3:.3f} | "
-        f"{base['precision']:.3f} | {base['recall']:.3f} | {base.get('label_accuracy', float('nan')):.4f} | | |",
+        baseline_row("real training images (baseline)", base, base["fid"], before=4, after=2),
         "",
         "A guided teacher step runs the conditional and unconditional passes in one batch: two evaluations per image. "
         "A student takes the guidance scale as an input: one evaluation per step.",

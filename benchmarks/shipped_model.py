@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
+from _report import baseline_row, quality_cells  # noqa: E402
 from mnist_diffusion.cli.options import parse_interval  # noqa: E402
 from mnist_diffusion.evaluation.report import baseline_labels, evaluate_images  # noqa: E402
 from mnist_diffusion.pipeline import DEFAULT, load  # noqa: E402
@@ -97,17 +98,11 @@ def main() -> None:
     ]
     for sampler, steps, w, where, nfe, seconds, s in rows:
         lines.append(
-            f"| {sampler} | {steps} | {nfe:g} | {w:g} | {where} | {s['fid']:.3f} | {s['fid'] / base_train['fid']:.2f}x | "
-            f"{s['kid_mean'] * 1e3:.3f} ± {s['kid_std'] * 1e3:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | "
-            f"{s.get('label_accuracy', float('nan')):.4f} | {args.n / seconds:.1f} |"
-        )
+            f"| {sampler} | {steps} | {nfe:g} | {w:g} | {where} | " + " | ".join(quality_cells(s, base_train["fid"]))
+            + f" | {args.n / seconds:.1f} |")
     lines += [
-        f"| *real training images (baseline)* | | | | | {base_train['fid']:.3f} | 1.00x | "
-        f"{base_train['kid_mean'] * 1e3:.3f} | {base_train['precision']:.3f} | {base_train['recall']:.3f} | "
-        f"{base_train.get('label_accuracy', float('nan')):.4f} | |",
-        f"| *uniform noise (baseline)* | | | | | {base_noise['fid']:.1f} | {base_noise['fid'] / base_train['fid']:.0f}x | "
-        f"{base_noise['kid_mean'] * 1e3:.1f} | {base_noise['precision']:.3f} | {base_noise['recall']:.3f} | "
-        f"{base_noise.get('label_accuracy', float('nan')):.4f} | |",
+        baseline_row("real training images (baseline)", base_train, base_train["fid"], before=4, after=1),
+        baseline_row("uniform noise (baseline)", base_noise, base_train["fid"], before=4, after=1, coarse=True),
         "",
         f"torch threads: {torch.get_num_threads()}. Guided sampling runs the conditional and unconditional passes "
         "in one batch, so each guided step costs two network evaluations per image (counted by a hook on the "

@@ -225,6 +225,10 @@ def test_a_wrong_teacher_is_refused(tmp_path, teacher):
         make_trainer(distill_config("ldm-ae"), tmp_path / "x")
     with pytest.raises(ConfigError, match="multiple of distill.steps"):
         distill_config(teacher, "distill.teacher_steps=10", "distill.steps=4")
+    with pytest.raises(ConfigError, match="takes its model settings from its teacher; drop model.channels"):
+        make_trainer(distill_config(teacher, "model.channels=[16,32]"), tmp_path / "m")
+    with pytest.raises(ConfigError, match="drop diffusion.timesteps"):
+        make_trainer(distill_config(teacher, "diffusion.timesteps=500"), tmp_path / "d")
     cfg = make_trainer(distill_config(teacher), tmp_path / "y").cfg
     other = apply_overrides(cfg, [f"distill.teacher_sha256={'0' * 64}"])
     with pytest.raises(ConfigError, match="hashes to"):

@@ -127,7 +127,7 @@ def evaluate(source: str | Path | Pipeline | np.ndarray | None = None, n: int | 
              dataset: str | None = None, data_dir: str | None = None,
              seed: int = 0, metrics: list[str] | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
              baselines: bool = True, evaluator: str | None = None, progress: bool = False, precision: str = "auto",
-             **sampling: Any) -> dict:
+             compile: bool = False, **sampling: Any) -> dict:
     """Score samples against real data with the packaged evaluator, beside baselines at the same N.
 
     source: a model (packaged name, run directory, checkpoint or Pipeline; n samples, default 10,000, are
@@ -136,7 +136,7 @@ def evaluate(source: str | Path | Pipeline | np.ndarray | None = None, n: int | 
     labels: for an array, its images' int labels (N,); for a model, what `Pipeline.sample` takes, or 'data':
     the labels of the training images the baseline scores, so samples and baseline share a class mix.
     The dataset defaults to the model's (MNIST for samples). precision: what `load` takes, for a model named by
-    path or name ('auto' | 'fp32' | 'bf16').
+    path or name ('auto' | 'fp32' | 'bf16'); compile: sample through torch.compile (`load`'s compile).
     Returns the report dict (`evaluation.report.format_report` prints it).
     """
     started = time.perf_counter()
@@ -152,7 +152,7 @@ def evaluate(source: str | Path | Pipeline | np.ndarray | None = None, n: int | 
         images, given = read_samples(Path(source), n)
         what, dataset = str(source), dataset or "mnist"
     else:
-        pipe = source if isinstance(source, Pipeline) else load(source, precision=precision)
+        pipe = source if isinstance(source, Pipeline) else load(source, precision=precision, compile=compile)
         n = n or 10_000
         dataset = dataset or pipe.config.data.dataset
         data_dir = data_dir if data_dir is not None else pipe.config.data.data_dir

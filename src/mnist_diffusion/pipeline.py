@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from mnist_diffusion import assets
 from mnist_diffusion import checkpoint as ckpt
+from mnist_diffusion.compiled import CompiledNetwork
 from mnist_diffusion.config import ConfigError, RunConfig, SampleConfig, check_sampling, from_dict, to_dict
 from mnist_diffusion.data import load_split, to_float, to_uint8
 from mnist_diffusion.device import resolve_device
@@ -188,12 +189,14 @@ class Pipeline:
     precision: 'fp32' (default: the net as given), 'bf16' or 'auto' (`precision.resolve_precision`); bf16
     casts `net`'s weights to bf16 in place, and the net then takes and returns fp32 (x_t is cast at its
     boundary), so schedule, sampler state and images stay fp32. `pipe.precision` says which and why; an
-    autoencoder always runs fp32.
+    autoencoder always runs fp32. compile: run the network under torch.compile (`compiled.CompiledNetwork`);
+    the first batch of each size pays the compile (seconds), and the rest run faster where elementwise layers
+    bound the network (bf16 on CPUs; benchmarks/results/precision.md).
     """
 
     def __init__(self, config: RunConfig, net: nn.Module, device: str | torch.device = "cpu",
                  path: Path | None = None, name: str | None = None, autoencoder: FrozenAutoencoder | None = None,
-                 precision: str | PrecisionChoice = "fp32"):
+                 precision: str | PrecisionChoice = "fp32", compile: bool = False):
         self.config, self.net, self.device = config, net, torch.device(device)
         self.path, self.name = path, name or (str(path) if path else config.recipe)
         self._autoencoder = autoencoder
@@ -204,6 +207,8 @@ class Pipeline:
         if self.precision.precision == "bf16":
             self._fp32_weights = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
             run_network_in(net, torch.bfloat16)
+        self.compiled = bool(compile)
+        self._forward = CompiledNetwork(net) if self.compiled else net  # what the samplers call
 
     # ---- what it is -------------------------------------------------------------------------------------
     @property
@@ -240,6 +245,7 @@ class Pipeline:
         self.device = resolve_device(str(device)) if str(device) == "auto" else torch.device(device)
         self.net.to(self.device)
         sampling_layout(self.net, self.device)
+        self._forward = CompiledNetwork(self.net) if self.compiled else self.net  # graphs are per device
         if self._autoencoder is not None:
             self._autoencoder.to(self.device)
         return self
@@ -280,7 +286,7 @@ class Pipeline:
                  guidance_interval: tuple[float, float] | None = None) -> Denoiser:
         """The network as a denoiser D(z_t, t) -> (z0, eps), with this conditioning bound in."""
         d = self.config.diffusion
-        return Denoiser(self.net, make_schedule(d.schedule, d.timesteps), d.prediction, labels=labels,
+        return Denoiser(self._forward, make_schedule(d.schedule, d.timesteps), d.prediction, labels=labels,
                         guidance=guidance, guidance_interval=guidance_interval)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -314,7 +320,7 @@ class Pipeline:
         """
         step = chain(edit, self._in_image_space(callback))
         if settings.sampler == "tutorial":
-            return sample_tutorial(self.net, z_T, settings.steps, callback=step)
+            return sample_tutorial(self._forward, z_T, settings.steps, callback=step)
         interval = None if settings.guidance_interval is None else tuple(settings.guidance_interval)
         denoiser = self.denoiser(labels, settings.guidance, interval)
         if resample > 1:
@@ -384,7 +390,7 @@ class Pipeline:
         samples = torch.cat(out)
         info = {"model": self.name, **dataclasses.asdict(settings), "seed": seed, "n": n,
                 "precision": self.precision.precision, "precision_reason": self.precision.reason,
-                "seconds": time.perf_counter() - started}
+                "compiled": self.compiled, "seconds": time.perf_counter() - started}
         return SampleResult(to_uint8(samples, self.value_range), all_labels, samples, self.value_range, info)
 
     def inpaint(
@@ -542,10 +548,11 @@ def _with_progress(callback: StepCallback | None, bar, start: int) -> StepCallba
 
 
 def load(name_or_path: str | Path | None = None, device: str | torch.device = "cpu",
-         precision: str = "auto") -> Pipeline:
+         precision: str = "auto", compile: bool = False) -> Pipeline:
     """A `Pipeline` for a packaged model ('ddpm-cond', 'ldm'; None = 'ddpm-cond'), a run directory or a
     checkpoint file (a training state samples with its EMA weights). device: 'cpu', 'cuda', 'mps' or 'auto'.
-    precision: 'auto' (bf16 on CPUs with bf16 matrix units, else fp32; `pipe.precision` says why), 'fp32', 'bf16'."""
+    precision: 'auto' (bf16 on CPUs with bf16 matrix units, else fp32; `pipe.precision` says why), 'fp32', 'bf16'.
+    compile: run the network under torch.compile (see `Pipeline`): worth it for thousands of digits."""
     device = resolve_device(str(device)) if isinstance(device, str) else torch.device(device)
     precision = resolve_precision(precision, device, "sample")  # a bad value is refused before any file is read
     path = ckpt.resolve_model_path(name_or_path)
@@ -554,7 +561,7 @@ def load(name_or_path: str | Path | None = None, device: str | torch.device = "c
     net.eval()
     sampling_layout(net, device)
     name = assets.DEFAULT_MODEL if name_or_path is None else str(name_or_path)
-    pipe = Pipeline(loaded.config, net, device, path, name=name, precision=precision)
+    pipe = Pipeline(loaded.config, net, device, path, name=name, precision=precision, compile=compile)
     pipe.autoencoder  # a latent model: refuse a missing or different autoencoder now, not after sampling
     return pipe
 

@@ -92,7 +92,7 @@ LDM = RunConfig(
 
 # A few-step student of a guided teacher (training/distill.py): `--set distill.teacher=ddpm-cond` for the pixel
 # model. The network, noise process and latent space are copied from the teacher when the run starts (so
-# model.* and diffusion.* settings here are not used); lr 3e-4, below the teachers' 2e-3, since it fine-tunes.
+# --set model.*, diffusion.* or latent.* is refused); lr 3e-4, below the teachers' 2e-3, since it fine-tunes.
 DISTILL = RunConfig(
     recipe="distill",
     data=DataConfig(value_range="signed"),

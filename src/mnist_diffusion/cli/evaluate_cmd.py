@@ -7,7 +7,12 @@ import argparse
 import pathlib
 
 from mnist_diffusion.api import evaluate
-from mnist_diffusion.cli.options import add_precision_option, add_sampling_options, sampling_settings
+from mnist_diffusion.cli.options import (
+    add_compile_option,
+    add_precision_option,
+    add_sampling_options,
+    sampling_settings,
+)
 from mnist_diffusion.config import DataConfig, choices
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation.report import ALL_METRICS, format_report, write_json
@@ -31,6 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for sampling, baselines and KID subsets (default 0)")
     p.add_argument("--device", default="cpu", help="device to sample on: cpu | cuda | mps | auto")
     add_precision_option(p)
+    add_compile_option(p)
     p.add_argument("--dataset", choices=choices(DataConfig, "dataset"), default=None,
                    help="data set to score against (default: the model's; mnist for a .npz)")
     p.add_argument("--data-dir", default=None, help="directory with the dataset's IDX files")
@@ -61,12 +67,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"samples file {args.path} does not exist.")
         given = {k: v for k, v in sampling_settings(args).items() if v is not None and k != "guidance_interval"}
         given.update({"precision": args.precision} if args.precision is not None else {})
+        given.update({"compile": True} if args.compile else {})
         if given or args.guidance_interval is not None:
             flag = next(iter(given), "guidance_interval").replace("_", "-")
             raise UserError(f"--{flag} applies only when PATH is a model, but {args.path} is a .npz of samples.")
         report = evaluate(args.path, args.n, **common)
     else:
-        pipe = load(args.path, args.device, args.precision or "auto")
+        pipe = load(args.path, args.device, args.precision or "auto", compile=args.compile)
         n = args.n or DEFAULT_N
         print(f"drawing {n} samples from {args.path} ...", flush=True)
         settings = sampling_settings(args)

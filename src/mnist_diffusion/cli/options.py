@@ -31,6 +31,13 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
                         "training, else fp32) | fp32 | bf16")
 
 
+def add_compile_option(p: argparse.ArgumentParser) -> None:
+    """--compile: sample through torch.compile (seconds to compile; pays off over thousands of digits)."""
+    p.add_argument("--compile", action="store_true",
+                   help="run the network under torch.compile: the first batch compiles (seconds), the rest run "
+                        "faster, most with bf16 on CPUs (benchmarks/results/precision.md)")
+
+
 def parse_interval(text: str | None):
     """'0.3,5' -> (0.3, 5.0); 'all' -> None (every step); None -> the model's default."""
     if text is None:

@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 
 from mnist_diffusion import assets
-from mnist_diffusion.cli.options import add_precision_option, add_sampling_options, sampling_settings
+from mnist_diffusion.cli.options import (
+    add_compile_option,
+    add_precision_option,
+    add_sampling_options,
+    sampling_settings,
+)
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.figures import Trajectory, write_trajectory_gif
 from mnist_diffusion.files import check_writable
@@ -29,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="image i starts from noise seeded with SEED + i")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
     add_precision_option(p)
+    add_compile_option(p)
     p.add_argument("--out", type=Path, help="grid PNG to write (default: samples.png, unless --npz or --gif is "
                                            "given)")
     p.add_argument("--npz", type=Path, help="also write images (uint8 N,28,28) [and labels] to this .npz")
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     for path, what in ((args.out, "grid"), (args.npz, "samples file"), (args.gif, "GIF")):
         if path is not None:
             check_writable(path, what)
-    pipe = load(args.path or args.model, args.device, args.precision or "auto")
+    pipe = load(args.path or args.model, args.device, args.precision or "auto", compile=args.compile)
     trajectory = Trajectory(pipe.value_range) if args.gif else None
     out = pipe.sample(args.n, seed=args.seed, progress=not args.no_progress, callback=trajectory,
                       **sampling_settings(args))

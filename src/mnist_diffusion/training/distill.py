@@ -20,7 +20,7 @@ student's timesteps, so the student learns where sampling will take it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ from mnist_diffusion.diffusion.samplers import sample_dpmpp_2m
 from mnist_diffusion.diffusion.schedule import NoiseSchedule, make_schedule, timestep_grid
 from mnist_diffusion.latent import encode_latents, load_autoencoder, weights_sha256
 from mnist_diffusion.models import build_model
+from mnist_diffusion.recipes import get_recipe
 
 STUDENT_SAMPLER = {"trajectory": "ddim", "consistency": "consistency"}
 
@@ -72,11 +73,13 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher:
 def bind_teacher(cfg: RunConfig, device: torch.device) -> tuple[RunConfig, Teacher]:
     """A new run takes the teacher's network (plus the guidance input), noise process (with v prediction),
     data range and latent space, samples with the method's sampler at `distill.steps`, and records the teacher's
-    hash; a resumed run (hash recorded) is only checked."""
+    hash; a resumed run (hash recorded) is only checked. A model, diffusion or latent setting given for a new run
+    is refused, since the teacher's would silently replace it."""
     teacher = load_teacher(cfg, device)
     d = cfg.distill
     if d.teacher_sha256:
         return cfg, teacher
+    _refuse_own_sections(cfg)
     tc = teacher.config
     reference = d.teacher if assets.is_packaged(d.teacher, "model") else str(teacher.path.resolve())
     sample = SampleConfig(sampler=STUDENT_SAMPLER[d.method], steps=d.steps, guidance=tc.sample.guidance,
@@ -86,6 +89,18 @@ def bind_teacher(cfg: RunConfig, device: torch.device) -> tuple[RunConfig, Teach
                   latent=tc.latent, sample=sample,
                   distill=replace(d, teacher=reference, teacher_sha256=teacher.sha256))
     return cfg, teacher
+
+
+def _refuse_own_sections(cfg: RunConfig) -> None:
+    base = get_recipe(cfg.recipe)
+    for section in ("model", "diffusion", "latent"):
+        given, default = getattr(cfg, section), getattr(base, section)
+        if given == default:
+            continue
+        names = [f.name for f in fields(given or default)
+                 if None in (given, default) or getattr(given, f.name) != getattr(default, f.name)]
+        raise ConfigError(f"A distillation run takes its {section} settings from its teacher; drop "
+                          f"{section}.{names[0]} (the student is the teacher's network with a guidance input).")
 
 
 def init_student(net: nn.Module, teacher: Teacher) -> None:
@@ -173,14 +188,15 @@ def consistency_loss(student: Denoiser, teacher: Denoiser, x0: torch.Tensor, eps
     return loss, t_hi.round().long()
 
 
-def distill_objective(cfg: RunConfig, device: torch.device):
-    """The training objective (net, x, labels, generator) -> {"loss", "per_sample", "t"} of a distillation run.
+def distill_objective(cfg: RunConfig, device: torch.device, teacher: Teacher | None = None):
+    """The training objective (net, x, labels, generator) -> {"loss", "per_sample", "t"} of a distillation run;
+    `teacher` is the one bind_teacher loaded (loaded here when None).
 
     x: images in the data range (encoded to the teacher's latents for a latent teacher); labels (B,) long.
     Random draws from `generator` in the order: guidance scales, label drops, noise, then the method's own.
     """
     d = cfg.distill
-    teacher = load_teacher(cfg, device)
+    teacher = teacher or load_teacher(cfg, device)
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
     autoencoder = load_autoencoder(cfg.latent, device) if cfg.latent is not None else None
     num_classes = cfg.model.num_classes

@@ -235,8 +235,8 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     opt = build_optimizer(net, cfg.train)
     images, labels = training_images(cfg.data, device)
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 1 + dist.rank)
-    trainer = Trainer(cfg, run_dir, device, net, opt, ema, images, labels, make_objective(cfg, device), dist=dist,
-                      generator=generator)
+    objective = make_objective(cfg, device, teacher)
+    trainer = Trainer(cfg, run_dir, device, net, opt, ema, images, labels, objective, dist=dist, generator=generator)
     trainer.train_net = dist_utils.wrap(net, dist, device)
     if cfg.train.compile:
         trainer.train_net = torch.compile(trainer.train_net or net)  # the plain `net` is what gets saved

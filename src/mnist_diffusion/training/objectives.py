@@ -14,7 +14,7 @@ from mnist_diffusion.diffusion.schedule import make_schedule
 from mnist_diffusion.diffusion.tutorial import tutorial_loss
 from mnist_diffusion.latent import encode_latents, load_autoencoder
 from mnist_diffusion.models.autoencoder import Autoencoder
-from mnist_diffusion.training.distill import distill_objective
+from mnist_diffusion.training.distill import Teacher, distill_objective
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator | None], dict[str, Any]]
 
@@ -42,8 +42,9 @@ def autoencoder_loss(
     return {"loss": loss, "l1": l1.mean().detach(), "kl": kl.mean().detach()}
 
 
-def make_objective(cfg: RunConfig, device: torch.device) -> Objective:
-    """A function (net, x, labels, generator) -> {"loss", and for DDPM "per_sample", "t"}."""
+def make_objective(cfg: RunConfig, device: torch.device, teacher: Teacher | None = None) -> Objective:
+    """A function (net, x, labels, generator) -> {"loss", and for DDPM "per_sample", "t"}; `teacher`, for a
+    distillation run, is its loaded teacher."""
     if cfg.diffusion.kind == "tutorial":
 
         def tutorial_objective(net, x, labels, generator):
@@ -62,7 +63,7 @@ def make_objective(cfg: RunConfig, device: torch.device) -> Objective:
         return autoencoder_objective
 
     if cfg.distill is not None:  # a few-step student regressing onto its guided teacher
-        return distill_objective(cfg, device)
+        return distill_objective(cfg, device, teacher)
 
     d, conditional = cfg.diffusion, cfg.model.num_classes > 0
     schedule = make_schedule(d.schedule, d.timesteps)

@@ -1,0 +1,18 @@
+"""Markdown cells for the evaluator's scores, shared by the benchmarks that print quality tables."""
+
+from __future__ import annotations
+
+
+def quality_cells(s: dict, base_fid: float, spread: bool = True, coarse: bool = False) -> list[str]:
+    """FID, FID / train-vs-test, KIDx1e3 (± its spread), precision, recall and label accuracy of one scored set;
+    `coarse` for a far-off baseline (uniform noise), where decimals say nothing."""
+    fid, ratio, kid = (".1f", ".0f", ".1f") if coarse else (".3f", ".2f", ".3f")
+    kid_cell = f"{s['kid_mean'] * 1e3:{kid}}" + (f" ± {s['kid_std'] * 1e3:.3f}" if spread else "")
+    return [f"{s['fid']:{fid}}", f"{s['fid'] / base_fid:{ratio}}x", kid_cell, f"{s['precision']:.3f}",
+            f"{s['recall']:.3f}", f"{s.get('label_accuracy', float('nan')):.4f}"]
+
+
+def baseline_row(title: str, s: dict, base_fid: float, before: int, after: int, coarse: bool = False) -> str:
+    """A table row for a baseline: its title in italics, `before` empty cells, its scores, `after` empty cells."""
+    cells = [f"*{title}*", *[""] * before, *quality_cells(s, base_fid, spread=False, coarse=coarse), *[""] * after]
+    return "| " + " | ".join(cells) + " |"
