@@ -7,6 +7,8 @@ import platform
 
 import torch
 
+from mnist_diffusion import openmp
+
 
 def cpu_model() -> str:
     try:
@@ -31,4 +33,5 @@ def cpu_flags() -> str:
 def machine_info() -> str:
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (f"{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}{gpu}")
+            f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}{gpu}; OpenMP waiting "
+            f"{openmp.WAIT_POLICY}")

@@ -80,6 +80,7 @@ def test_bad_sample_files_get_one_clear_sentence(tmp_path, capsys, arrays, expec
     (["--n", "20"], "holds 10 images but 20 were asked for"),
     (["--metrics", "fid,iss"], "unknown metric 'iss'"),
     (["--steps", "10"], "--steps applies only when PATH is a model"),
+    (["--compile"], "--compile applies only when PATH is a model"),
 ])
 def test_bad_requests_get_one_clear_sentence(tmp_path, capsys, argv, expected):
     path = _npz(tmp_path / "s.npz", images=np.zeros((10, 28, 28), np.uint8))

@@ -9,12 +9,9 @@
 See docs/api.md.
 """
 
-import os
-
-# Idle OpenMP threads sleep instead of spinning: on a small machine shared with other work, spinning threads
-# steal the cores the busy ones need (benchmarks/results/sampling_speed.md). Set before torch loads, because
+# Idle OpenMP threads sleep on busy cores and spin briefly on quiet ones; chosen before torch loads, because
 # OpenMP reads it once; a value the user exported wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from mnist_diffusion import openmp  # noqa: F401, I001  (first: no torch before it)
 
 __version__ = "0.1.0"
 
