@@ -56,7 +56,8 @@ def speed(model: str, batch_size: int | None, args) -> dict:
             t0 = time.perf_counter()
             pipe.sample(args.sample_n, seed=1, batch_size=batch_size)
             rates[name].append(args.sample_n / (time.perf_counter() - t0))
-    return {name: {"ips": statistics.median(rates[name]), "warm_s": warm[name]} for name in VARIANTS}
+    used = batch_size or pipes["fp32"].default_batch_size
+    return {name: {"ips": statistics.median(rates[name]), "warm_s": warm[name], "batch": used} for name in VARIANTS}
 
 
 def quality(model: str, args) -> dict:
@@ -114,7 +115,8 @@ def main() -> None:
                   "compiled / fp32 | compiled warm-up |", "|---|---|---|---|---|---|---|---|"]
         for model, batch_size, r in rows:
             a, b, c = (r[k]["ips"] for k in VARIANTS)
-            lines.append(f"| {model} | {batch_size or 'default (64)'} | {a:.1f} | {b:.1f} | {c:.1f} | {b / a:.2f}x | "
+            batch = f"{r['fp32']['batch']}" + ("" if batch_size else " (default)")
+            lines.append(f"| {model} | {batch} | {a:.1f} | {b:.1f} | {c:.1f} | {b / a:.2f}x | "
                          f"{c / a:.2f}x | {r['bf16 compiled']['warm_s']:.1f} s |")
         auto = resolve_precision("auto", "cpu", "sample")
         lines += ["", f"`--precision auto` here: {auto.precision} ({auto.reason}).", ""]

@@ -104,6 +104,8 @@ def test_train_from_python_and_resume(tmp_path):
     assert ckpt.load_checkpoint(run / ckpt.STATE_FILE).info["step"] == 3 and (run / "samples.png").is_file()
     mnist_diffusion.train(resume=run, train={"max_steps": 5}, progress=False, samples=False)
     assert ckpt.load_checkpoint(run / ckpt.STATE_FILE).info["step"] == 5
+    mnist_diffusion.train(resume=run, train={"max_steps": 6, "threads": 2}, progress=False, samples=False)
+    assert ckpt.load_checkpoint(run / ckpt.STATE_FILE).info["step"] == 6  # a freed core may join a resumed run
     with pytest.raises(UserError, match="only train.epochs and train.max_steps"):
         mnist_diffusion.train(resume=run, train={"lr": 1.0}, progress=False)
     with pytest.raises(UserError, match="already holds a run"):

@@ -34,7 +34,8 @@ from mnist_diffusion.training.distributed import is_main_process, shutdown
 from mnist_diffusion.training.loop import make_trainer
 
 # On --resume only the length of a run may change; anything else would make it a different run.
-RESUMABLE_CHANGES = {"train": ("epochs", "max_steps", "precision")}  # precision: the numerics of another machine
+# precision and threads: what another machine (or a freed core) runs best; neither changes what the run learns.
+RESUMABLE_CHANGES = {"train": ("epochs", "max_steps", "precision", "threads")}
 
 
 def _changed(cfg: RunConfig, overrides: list[str], sections: dict[str, dict]) -> RunConfig:
@@ -45,7 +46,8 @@ def resolve_run(recipe: str | RunConfig = "seed", out: str | Path | None = None,
                 overrides: list[str] | tuple[str, ...] = (), **sections: dict[str, Any]) -> tuple[RunConfig, Path]:
     """The config and run directory `train` would use (nothing is written): a new run from a recipe name or a
     RunConfig, with `overrides` ('train.lr=2e-4' strings, as --set) and `sections` (train={'lr': 2e-4}) applied;
-    or, with `resume`, the run in that directory, of which only epochs and max_steps may change."""
+    or, with `resume`, the run in that directory, of which only epochs, max_steps, precision and threads may
+    change."""
     overrides = list(overrides)
     if resume is not None:
         run_dir = Path(resume)
@@ -56,8 +58,8 @@ def resolve_run(recipe: str | RunConfig = "seed", out: str | Path | None = None,
         changed = _changed(cfg, overrides, sections)
         keep = {s: {k: getattr(getattr(cfg, s), k) for k in keys} for s, keys in RESUMABLE_CHANGES.items()}
         if with_changes(changed, **keep) != cfg:
-            raise UserError("On resume only train.epochs and train.max_steps may change (and train.precision); start "
-                            "a new run for other settings.")
+            raise UserError("On resume only train.epochs and train.max_steps may change (and train.precision and "
+                            "train.threads); start a new run for other settings.")
         return changed, run_dir
     cfg = _changed(recipe if isinstance(recipe, RunConfig) else get_recipe(recipe), overrides, sections)
     run_dir = Path(out) if out is not None else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
