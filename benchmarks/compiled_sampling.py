@@ -3,12 +3,13 @@ the compiled network draws the same digits.
 
 Speed: each model at its defaults (DPM-Solver++ 20 steps, guidance 2) through `Pipeline.sample`, the variants
 loaded side by side and timed in turn (median of --repeats; interleaving keeps a busy neighbour from favouring
-one), after a warm-up of the same size that pays the compile. --batch-sizes adds rows at other batch sizes.
+one), after a warm-up of the same size that pays the compile. --batch-sizes MODEL:BATCH adds rows at other batch
+sizes.
 Quality (--n > 0): --n digits (labels 0-9 in turn) per variant on seeds 0..n-1, plus fp32 on seeds n..2n-1 (how
 far FID moves between two fp32 draws); FID and label accuracy from the packaged evaluator, and the share of
 pixels that differ from fp32's.
 
-    python benchmarks/compiled_sampling.py --n 0                  # speed only
+    python benchmarks/compiled_sampling.py --n 0 --batch-sizes ldm:64     # speed only
     python benchmarks/compiled_sampling.py --no-speed --n 2000 --out benchmarks/results/compiled_quality.md
 """
 
@@ -82,7 +83,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--sample-n", type=int, default=256, help="digits per timed call")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="rows at these batch sizes too")
+    ap.add_argument("--batch-sizes", nargs="*", default=[], metavar="MODEL:BATCH",
+                    help="rows at other batch sizes too, e.g. ldm:64")
     ap.add_argument("--n", type=int, default=2000, help="digits per variant for the quality check (0: none)")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
@@ -93,7 +95,8 @@ def main() -> None:
     started = time.perf_counter()
     rows, checks = [], {}
     for model in args.models:
-        for batch_size in ([] if args.no_speed else [None, *args.batch_sizes]):
+        extra = [int(b) for m, _, b in (e.partition(":") for e in args.batch_sizes) if m == model]
+        for batch_size in ([] if args.no_speed else [None, *extra]):
             r = speed(model, batch_size, args)
             rows.append((model, batch_size, r))
             log(f"{model} batch {batch_size or 'default'}: " + ", ".join(
