@@ -10,9 +10,9 @@ PACKAGE = ROOT / "src" / "mnist_diffusion"
 
 # Floors, lowest first: a module may import from its own floor and the ones below, never from above.
 FLOORS = [
-    {"errors", "files", "config"},
+    {"openmp", "errors", "files", "config"},
     {"assets", "recipes", "device", "precision", "images", "data"},
-    {"models", "diffusion", "checkpoint", "evaluation"},
+    {"models", "diffusion", "checkpoint", "evaluation", "compiled"},
     {"latent"},
     {"pipeline"},
     {"training"},
