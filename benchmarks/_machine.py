@@ -7,8 +7,6 @@ import platform
 
 import torch
 
-from mnist_diffusion import openmp
-
 
 def cpu_model() -> str:
     try:
@@ -33,5 +31,5 @@ def cpu_flags() -> str:
 def machine_info() -> str:
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (f"{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}{gpu}; OpenMP waiting "
-            f"{openmp.WAIT_POLICY}")
+            f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}{gpu}; "
+            + ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ))

@@ -57,8 +57,8 @@ def speed(model: str, batch_size: int | None, args) -> dict:
             t0 = time.perf_counter()
             pipe.sample(args.sample_n, seed=1, batch_size=batch_size)
             rates[name].append(args.sample_n / (time.perf_counter() - t0))
-    used = batch_size or pipes["fp32"].default_batch_size
-    return {name: {"ips": statistics.median(rates[name]), "warm_s": warm[name], "batch": used} for name in VARIANTS}
+    return {name: {"ips": statistics.median(rates[name]), "warm_s": warm[name],
+                   "batch": batch_size or pipes[name].default_batch_size} for name in VARIANTS}
 
 
 def quality(model: str, args) -> dict:
@@ -113,12 +113,13 @@ def main() -> None:
         lines += [f"## Speed: {args.sample_n} digits per call at the model's defaults, median of {args.repeats}, "
                   "variants interleaved", "",
                   "Warm-up: the first call of the same size, which for the compiled network includes compiling "
-                  "(inductor's on-disk cache makes a second process faster).", "",
+                  "(inductor's on-disk cache makes a second process faster). Batch: each variant's own default "
+                  "where the row says so (`Pipeline.default_batch_size`).", "",
                   "| model | batch | fp32 images/s | bf16 images/s | bf16 compiled images/s | bf16 / fp32 | "
                   "compiled / fp32 | compiled warm-up |", "|---|---|---|---|---|---|---|---|"]
         for model, batch_size, r in rows:
             a, b, c = (r[k]["ips"] for k in VARIANTS)
-            batch = f"{r['fp32']['batch']}" + ("" if batch_size else " (default)")
+            batch = " / ".join(dict.fromkeys(str(v["batch"]) for v in r.values())) + ("" if batch_size else " (defaults)")
             lines.append(f"| {model} | {batch} | {a:.1f} | {b:.1f} | {c:.1f} | {b / a:.2f}x | "
                          f"{c / a:.2f}x | {r['bf16 compiled']['warm_s']:.1f} s |")
         auto = resolve_precision("auto", "cpu", "sample")

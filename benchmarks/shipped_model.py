@@ -41,7 +41,7 @@ def main() -> None:
                     help="guidance intervals LOW,HIGH in VE noise level sigma, 'all' (every step) or 'model' "
                          "(the model's setting)")
     ap.add_argument("--batch-size", type=int, default=None,
-                    help="default: the package's (on CPU 64 for pixel models, 256 for latent ones)")
+                    help="default: the package's (64 on CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--labels", choices=["0-9", "data"], default="0-9",
                     help="0-9: each digit in turn (N/10 of each); data: the labels of the N training images the "

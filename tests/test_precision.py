@@ -239,20 +239,3 @@ def test_configs_that_say_bf16_still_load(old, new):
 def test_the_packaged_files_written_with_bf16_load():
     assert load("ddpm-cond", precision="fp32").config.train.precision == "auto"
 
-
-# ---- how idle OpenMP threads wait -----------------------------------------------------------------------------
-def test_openmp_threads_sleep_on_busy_cores_and_spin_on_quiet_ones():
-    from mnist_diffusion.openmp import choose_wait_policy
-
-    env = {}
-    assert choose_wait_policy(env, load=1.5, cores=2, torch_loaded=False).startswith("passive")
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    env = {}
-    assert choose_wait_policy(env, load=0.2, cores=2, torch_loaded=False).startswith("default") and env == {}
-    env = {}
-    assert choose_wait_policy(env, load=None, cores=2, torch_loaded=False).startswith("passive")  # unknown: safe
-    env = {"GOMP_SPINCOUNT": "1000"}
-    assert "exported" in choose_wait_policy(env, load=1.5, cores=2, torch_loaded=False)
-    assert env == {"GOMP_SPINCOUNT": "1000"}  # what the user set wins
-    env = {}
-    assert "before mnist_diffusion" in choose_wait_policy(env, load=1.5, cores=2, torch_loaded=True) and env == {}

@@ -9,9 +9,13 @@
 See docs/api.md.
 """
 
-# Idle OpenMP threads sleep on busy cores and spin briefly on quiet ones; chosen before torch loads, because
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a small machine shared with other work, spinning threads
+# steal the cores the busy ones need (docs/performance.md; on a quiet machine sleeping measured no slower:
+# benchmarks/results/compiled_sampling.md against compiled_sampling_spin.md). Set before torch loads, because
 # OpenMP reads it once; a value the user exported wins.
-from mnist_diffusion import openmp  # noqa: F401, I001  (first: no torch before it)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

@@ -235,13 +235,10 @@ class Pipeline:
 
     @property
     def default_batch_size(self) -> int:
-        """Images per batch when `sample` is not told: on the CPU 64 for pixel models, whose layers' activations
-        then stay in cache (benchmarks/results/sampling_speed.md), and 256 for latent ones, whose 7x7 maps are
-        too small to keep the cores busy in smaller batches (benchmarks/results/compiled_sampling.md); 1000 on
-        accelerators."""
-        if self.device.type != "cpu":
-            return 1000
-        return 256 if self.config.latent is not None else 64
+        """Images per batch when `sample` is not told: 64 on the CPU, where each layer's activations then stay
+        in cache (benchmarks/results/sampling_speed.md; for `ldm` too, eager or compiled:
+        benchmarks/results/compiled_sampling.md), 1000 on accelerators."""
+        return 64 if self.device.type == "cpu" else 1000
 
     def __repr__(self) -> str:
         s = self.config.sample
