@@ -208,7 +208,11 @@ class Pipeline:
             self._fp32_weights = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
             run_network_in(net, torch.bfloat16)
         self.compiled = bool(compile)
-        self._forward = CompiledNetwork(net) if self.compiled else net  # what the samplers call
+        self._bind_forward()
+
+    def _bind_forward(self) -> None:
+        """What the samplers call: the network, or it under torch.compile."""
+        self._forward = CompiledNetwork(self.net) if self.compiled else self.net
 
     # ---- what it is -------------------------------------------------------------------------------------
     @property
@@ -252,7 +256,7 @@ class Pipeline:
         self.device = resolve_device(str(device)) if str(device) == "auto" else torch.device(device)
         self.net.to(self.device)
         sampling_layout(self.net, self.device)
-        self._forward = CompiledNetwork(self.net) if self.compiled else self.net  # graphs are per device
+        self._bind_forward()  # compiled graphs are per device
         if self._autoencoder is not None:
             self._autoencoder.to(self.device)
         return self
