@@ -8,8 +8,10 @@ evaluator against the MNIST test set, with the real-data baselines at the same N
         runs/cd:consistency:1 runs/cd:consistency:2 runs/cd:consistency:4:3
 
 An entry is MODEL:SAMPLER:STEPS[:GUIDANCE] (MODEL a packaged name or run directory; GUIDANCE default: the
-model's). Writes benchmarks/results/few_step.md (or --out), a JSON file and a plot of FID and label accuracy
-against evaluations per image beside it.
+model's). With --compile every model samples through torch.compile (`load(..., compile=True)`); the compile time
+of each entry's batch size is spent in the untimed warm-up and reported apart. Writes
+benchmarks/results/few_step.md (or --out), a JSON file and a plot of FID and label accuracy against evaluations
+per image beside it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,18 @@ def parse_entry(text: str) -> tuple[str, str, int, float | None]:
     if len(parts) not in (3, 4) or not parts[2].isdigit():
         raise SystemExit(f"--entries {text!r}: write MODEL:SAMPLER:STEPS[:GUIDANCE], e.g. ldm:dpmpp_2m:20")
     return parts[0], parts[1], int(parts[2]), float(parts[3]) if len(parts) == 4 else None
+
+
+def count_evaluations(pipe, sampler: str, steps: int, guidance: float | None, n: int = 20) -> float:
+    """Network evaluations per image (rows through the network / images) of `pipe.sample` at these settings, counted
+    by a hook on an eager network over `n` digits; a compiled network is not hooked, so its graph stays whole."""
+    count = [0]
+    hook = pipe.net.register_forward_hook(lambda m, inputs, out: count.__setitem__(0, count[0] + len(out)))
+    try:
+        pipe.sample(n, sampler=sampler, steps=steps, guidance=guidance, labels="0-9", seed=10**6)
+    finally:
+        hook.remove()
+    return count[0] / n
 
 
 def plot(rows: list[dict], baseline_fid: float, path: Path) -> None:
@@ -69,34 +83,38 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    ap.add_argument("--compile", action="store_true", help="sample through torch.compile (load(compile=True))")
+    ap.add_argument("--batch-size", type=int, default=None, help="digits per network call (default: the pipeline's)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "few_step.md")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    pipes, rows, baselines = {}, [], None
+    pipes, counters, rows, baselines = {}, {}, [], None
     for entry in args.entries:
         model, sampler, steps, guidance = parse_entry(entry)
         if model not in pipes:
-            pipes[model] = load(model, precision=args.precision)
-            count = [0]
-            pipes[model].net.register_forward_hook(lambda m, inputs, out, c=count: c.__setitem__(0, c[0] + len(out)))
-            pipes[model].evaluations = count
+            pipes[model] = load(model, precision=args.precision, compile=args.compile)
+            counters[model] = load(model, precision=args.precision)  # eager twin that counts the evaluations
         pipe = pipes[model]
-        pipe.evaluations[0] = 0
-        pipe.sample(20, sampler=sampler, steps=steps, guidance=guidance, seed=10**6)  # warm-up, not timed
-        pipe.evaluations[0] = 0
+        evaluations = count_evaluations(counters[model], sampler, steps, guidance)
+        batch = args.batch_size or pipe.default_batch_size
+        started = time.perf_counter()  # warm-up, not timed; under --compile it compiles this batch size
+        pipe.sample(batch, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch, seed=10**6)
+        warmup = time.perf_counter() - started
         started = time.perf_counter()
-        out = pipe.sample(args.n, sampler=sampler, steps=steps, guidance=guidance, labels="0-9", seed=0)
+        out = pipe.sample(args.n, sampler=sampler, steps=steps, guidance=guidance, labels="0-9", seed=0,
+                          batch_size=batch)
         seconds = time.perf_counter() - started
         report = evaluate_images(out.images, out.labels, with_baselines=baselines is None, metrics=METRICS)
         baselines = baselines or report["baselines"]
         row = {"model": model, "sampler": sampler, "steps": steps, "guidance": out.settings["guidance"],
-               "evaluations_per_image": pipe.evaluations[0] / args.n, "seconds": seconds, "n": args.n,
+               "evaluations_per_image": evaluations, "seconds": seconds, "n": args.n,
+               "batch_size": batch, "compiled": args.compile, "warmup_seconds": warmup,
                "precision": pipe.precision.precision, **report["samples"]}
         rows.append(row)
-        print(f"{entry}: {row['evaluations_per_image']:g} evaluations/image, {args.n / seconds:.1f} img/s "
-              f"({seconds:.1f} s), FID@{args.n} {row['fid']:.3f}, label accuracy {row['label_accuracy']:.4f}",
+        print(f"{entry}: {evaluations:g} evaluations/image, {args.n / seconds:.1f} img/s ({seconds:.1f} s; "
+              f"warm-up {warmup:.1f} s), FID@{args.n} {row['fid']:.3f}, label accuracy {row['label_accuracy']:.4f}",
               flush=True)
 
     base = baselines["train"]
@@ -110,18 +128,20 @@ def main() -> None:
         f"Precision: {precisions}",
         f"Samples: {args.n} per row, labels cycling 0-9, seed 0; scored against the 10,000 MNIST test images in the "
         "project's evaluator's features; baselines at the same N. Time: the whole `sample` call (decoding "
-        "included), after a 20-image warm-up.",
+        "included), after an untimed warm-up of one batch (under torch.compile: the compile, shown as warm-up). "
+        f"Network: {'bf16 under torch.compile' if args.compile else 'eager'}.",
         "",
         f"| model | sampler | steps | network evaluations per image | guidance | FID@{args.n} | FID / train-vs-test | "
-        "KID×1e3 | precision | recall | label accuracy | images/s | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "KID×1e3 | precision | recall | label accuracy | batch | images/s | seconds | warm-up s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['evaluations_per_image']:g} | {r['guidance']:g} | "
-            + " | ".join(quality_cells(r, base["fid"])) + f" | {r['n'] / r['seconds']:.1f} | {r['seconds']:.1f} |")
+            + " | ".join(quality_cells(r, base["fid"]))
+            + f" | {r['batch_size']} | {r['n'] / r['seconds']:.1f} | {r['seconds']:.1f} | {r['warmup_seconds']:.1f} |")
     lines += [
-        baseline_row("real training images (baseline)", base, base["fid"], before=4, after=2),
+        baseline_row("real training images (baseline)", base, base["fid"], before=4, after=4),
         "",
         "A guided teacher step runs the conditional and unconditional passes in one batch: two evaluations per image. "
         "A student takes the guidance scale as an input: one evaluation per step.",

@@ -77,12 +77,29 @@ def sampling(model: str, args) -> dict:
             for p in PRECISIONS}
 
 
-def _trainer(recipe: str, precision: str, args, tmp: Path):
+def _trainer(recipe: str, precision: str, args, tmp: Path, overrides: tuple[str, ...] = ()):
+    """A trainer of `recipe` at train.precision `precision` (plus `overrides`, KEY=VALUE), its config and its
+    batches; the same seed, data and noise for every precision."""
     ns = Namespace(threads=args.threads, batch_size=None, data_limit=args.data_limit, set=[])
-    cfg = apply_overrides(recipe_config(recipe, ns, tmp), [f"train.precision={precision}"])
-    trainer = make_trainer(cfg, tmp / f"{recipe}-{precision}")
+    cfg = apply_overrides(recipe_config(recipe, ns, tmp), [f"train.precision={precision}", *overrides])
+    trainer = make_trainer(cfg, tmp / "-".join([recipe, precision, *overrides]))
     trainer.net.train()
     return cfg, trainer, batch_stream(trainer)
+
+
+def timed_rounds(runs: dict, steps: int, rounds: int, on_round=None) -> tuple[dict, dict]:
+    """Training images/s of each run (name -> (cfg, trainer, batches)) per round, every run in turn each round
+    (so a busy neighbour slows all alike), and the loss of every timed step: (rates, losses) by name."""
+    rates, losses = {n: [] for n in runs}, {n: [] for n in runs}
+    for r in range(rounds):
+        for name, (cfg, trainer, batches) in runs.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                losses[name].append(trainer.train_step(*next(batches))["loss"].item())
+            rates[name].append(steps * cfg.train.batch_size / (time.perf_counter() - t0))
+        if on_round:
+            on_round(r, rates)
+    return rates, losses
 
 
 def training(recipe: str, args, tmp: Path) -> dict:
@@ -92,13 +109,7 @@ def training(recipe: str, args, tmp: Path) -> dict:
     for _cfg, trainer, batches in runs.values():
         for _ in range(args.train_warmup):
             trainer.train_step(*next(batches))
-    rates, losses = {p: [] for p in PRECISIONS}, {p: [] for p in PRECISIONS}
-    for _ in range(args.repeats):
-        for p, (cfg, trainer, batches) in runs.items():
-            t0 = time.perf_counter()
-            for _ in range(args.train_steps):
-                losses[p].append(trainer.train_step(*next(batches))["loss"].item())
-            rates[p].append(args.train_steps * cfg.train.batch_size / (time.perf_counter() - t0))
+    rates, losses = timed_rounds(runs, args.train_steps, args.repeats)
     cfg, trainer, batches = runs["fp32"]
     x, labels = next(batches)
     flops = count_flops(lambda: trainer.objective(trainer.net, x, labels, trainer.generator)["loss"].backward())

@@ -13,9 +13,8 @@ from mnist_diffusion import precision
 from mnist_diffusion.cli import main
 from mnist_diffusion.config import load_run_config
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.models import build_model
 from mnist_diffusion.models.blocks import GroupNorm, group_norm_fp32_stats
-from mnist_diffusion.pipeline import Pipeline, load
+from mnist_diffusion.pipeline import load
 from mnist_diffusion.recipes import get_recipe
 
 
@@ -159,20 +158,9 @@ def test_group_norm_bf16_paths_train(side):
 
 
 # ---- sampling -----------------------------------------------------------------------------------------------
-def _tiny_pipeline(precision_name: str) -> Pipeline:
-    cfg = get_recipe("ddpm-cond")
-    cfg = load_run_config({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "channels": [8, 16, 16],
-                                                      "embed_dim": 16, "groups": 4}})
-    torch.manual_seed(0)
-    net = build_model(cfg.model)
-    with torch.no_grad():
-        net.out_conv.weight.normal_(0, 0.05)  # a fresh net predicts 0 everywhere; give it something to say
-    net.eval().to(memory_format=torch.channels_last)
-    return Pipeline(cfg, net, "cpu", precision=precision_name)
-
-
-def test_bf16_and_fp32_samples_of_a_tiny_model_agree_on_the_same_seeds():
-    fp32, bf16 = _tiny_pipeline("fp32"), _tiny_pipeline("bf16")
+def test_bf16_and_fp32_samples_of_a_tiny_model_agree_on_the_same_seeds(tiny_guided_pipeline):
+    fp32, bf16 = (tiny_guided_pipeline(p, channels=(8, 16, 16), mid_attention=True, channels_last=True)
+                  for p in ("fp32", "bf16"))
     assert bf16.net.stem.weight.dtype == torch.bfloat16 and fp32.net.stem.weight.dtype == torch.float32
     a, b = (p.sample(6, steps=4, seed=2, labels="0-5") for p in (fp32, bf16))
     assert b.samples.dtype == torch.float32 and b.settings["precision"] == "bf16"
@@ -182,8 +170,9 @@ def test_bf16_and_fp32_samples_of_a_tiny_model_agree_on_the_same_seeds():
     assert x0.dtype == eps.dtype == torch.float32
 
 
-def test_a_bf16_pipeline_saves_its_fp32_weights(tmp_path):
-    fp32, bf16 = _tiny_pipeline("fp32"), _tiny_pipeline("bf16")
+def test_a_bf16_pipeline_saves_its_fp32_weights(tmp_path, tiny_guided_pipeline):
+    fp32, bf16 = (tiny_guided_pipeline(p, channels=(8, 16, 16), mid_attention=True, channels_last=True)
+                  for p in ("fp32", "bf16"))
     again = load(bf16.save(tmp_path / "copy"), precision="fp32")
     for key, value in fp32.net.state_dict().items():
         assert torch.equal(value, again.net.state_dict()[key]), key

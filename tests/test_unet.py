@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mnist_diffusion.config import ModelConfig
-from mnist_diffusion.models.blocks import ResBlock, timestep_embedding
+from mnist_diffusion.models.blocks import ResBlock, repeat_resize, timestep_embedding
 from mnist_diffusion.models.unet import UNet
 
 # Small widths keep every test well under a second on one thread.
@@ -187,3 +188,26 @@ def test_scalar_timestep_is_broadcast_and_wrong_shapes_are_refused():
     assert net(x, torch.tensor(5.0)).shape == x.shape
     with pytest.raises(ValueError, match="t must have shape"):
         net(x, torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_the_repeat_resize_is_torchs_nearest_to_the_bit():
+    """repeat_resize (what compiled training resizes with) picks the pixels F.interpolate(mode="nearest") picks
+    wherever it applies: every n -> n, 2n, 2n - 1 up to 32 -> 64 (28 <-> 14 <-> 7 and 4 -> 7 among them), in
+    either layout; other pairs it leaves to F.interpolate."""
+    applied = 0
+    for n_in in range(1, 33):
+        for channels_last in (False, True):
+            x = torch.randn(2, 3, n_in, n_in + 1)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for n_out in range(1, 65):
+                size = (n_out, n_out + 2 if n_out in (2 * n_in - 1, 2 * n_in) else n_in + 1)
+                y = repeat_resize(x, size)
+                if n_out in (n_in, 2 * n_in, 2 * n_in - 1):
+                    assert torch.equal(y, F.interpolate(x, size=size, mode="nearest")), (n_in, size)
+                    applied += 1
+                else:
+                    assert y is None
+    assert applied > 150
+    y = repeat_resize(torch.randn(2, 3, 7, 7).contiguous(memory_format=torch.channels_last), (14, 14))
+    assert y.is_contiguous(memory_format=torch.channels_last)  # sampling's layout on the CPU is kept
