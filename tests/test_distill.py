@@ -247,3 +247,32 @@ def test_consistency_sampling_with_the_exact_consistency_function_draws_the_data
                                  timestep_grid(1000, steps, "trailing"), generator=g).flatten(1)
         torch.testing.assert_close(out.mean(0), mean, atol=0.04, rtol=0)
         torch.testing.assert_close(out.std(0), torch.full((4,), SPREAD), atol=0.03, rtol=0)
+
+
+def test_under_train_compile_the_teachers_forwards_go_through_the_compiled_network(monkeypatch, teacher):
+    """train.compile compiles the teacher too (most of a distillation step); the loss is the eager one."""
+    from mnist_diffusion import compiled
+    from mnist_diffusion.training.distill import distill_objective, load_teacher
+
+    batches = []
+
+    def fake_compile(net, dynamic=False):
+        def run(x, *conditioning):
+            batches.append(x.shape[0])
+            return net(x, *conditioning)
+        return run
+
+    monkeypatch.setattr(compiled.torch, "compile", fake_compile)
+    losses = []
+    for extra in ([], ["train.compile=true"]):
+        cfg = distill_config(teacher, *extra)
+        loaded = load_teacher(cfg, torch.device("cpu"))
+        torch.manual_seed(0)
+        student = UNet(ModelConfig(in_channels=1, channels=(8, 16), embed_dim=16, groups=4, num_classes=10,
+                                   mid_attention=False, guidance_input=True))
+        student.load_state_dict(loaded.weights, strict=False)
+        objective = distill_objective(cfg, torch.device("cpu"), loaded)
+        x, labels = torch.rand(8, 1, 28, 28) * 2 - 1, torch.arange(8)
+        losses.append(objective(student, x, labels, torch.Generator().manual_seed(0))["loss"])
+    assert batches and set(batches) == {4}  # guided: 8 images in 4 segments of 2, conditional + unconditional
+    torch.testing.assert_close(losses[0], losses[1])

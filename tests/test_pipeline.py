@@ -99,13 +99,17 @@ def test_guidance_interval_skips_the_unconditional_pass_outside_it(pixel):
     assert calls == [4 if s > 1.0 else 2 for s in sigma] and 2 in calls and 4 in calls
 
 
-def test_train_from_python_and_resume(tmp_path):
+def test_train_from_python_and_resume(tmp_path, monkeypatch):
     run = mnist_diffusion.train("ddpm-cond", out=tmp_path / "run", progress=False, **TINY)
     assert ckpt.load_checkpoint(run / ckpt.STATE_FILE).info["step"] == 3 and (run / "samples.png").is_file()
     mnist_diffusion.train(resume=run, train={"max_steps": 5}, progress=False, samples=False)
     assert ckpt.load_checkpoint(run / ckpt.STATE_FILE).info["step"] == 5
     mnist_diffusion.train(resume=run, train={"max_steps": 6, "threads": 2}, progress=False, samples=False)
     assert ckpt.load_checkpoint(run / ckpt.STATE_FILE).info["step"] == 6  # a freed core may join a resumed run
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: compiled.append(net) or net)  # no C++ build here
+    mnist_diffusion.train(resume=run, train={"max_steps": 7, "compile": True}, progress=False, samples=False)
+    assert ckpt.load_checkpoint(run / ckpt.STATE_FILE).info["step"] == 7 and compiled  # and so may compilation
     with pytest.raises(UserError, match="only train.epochs and train.max_steps"):
         mnist_diffusion.train(resume=run, train={"lr": 1.0}, progress=False)
     with pytest.raises(UserError, match="already holds a run"):

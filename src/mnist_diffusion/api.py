@@ -35,7 +35,7 @@ from mnist_diffusion.training.loop import make_trainer
 
 # On --resume only the length of a run may change; anything else would make it a different run.
 # precision and threads: what another machine (or a freed core) runs best; neither changes what the run learns.
-RESUMABLE_CHANGES = {"train": ("epochs", "max_steps", "precision", "threads")}
+RESUMABLE_CHANGES = {"train": ("epochs", "max_steps", "precision", "threads", "compile")}
 
 
 def _changed(cfg: RunConfig, overrides: list[str], sections: dict[str, dict]) -> RunConfig:
@@ -58,8 +58,8 @@ def resolve_run(recipe: str | RunConfig = "seed", out: str | Path | None = None,
         changed = _changed(cfg, overrides, sections)
         keep = {s: {k: getattr(getattr(cfg, s), k) for k in keys} for s, keys in RESUMABLE_CHANGES.items()}
         if with_changes(changed, **keep) != cfg:
-            raise UserError("On resume only train.epochs and train.max_steps may change (and train.precision and "
-                            "train.threads); start a new run for other settings.")
+            raise UserError("On resume only train.epochs and train.max_steps may change (and train.precision, "
+                            "train.threads and train.compile); start a new run for other settings.")
         return changed, run_dir
     cfg = _changed(recipe if isinstance(recipe, RunConfig) else get_recipe(recipe), overrides, sections)
     run_dir = Path(out) if out is not None else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"

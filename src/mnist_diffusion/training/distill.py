@@ -28,6 +28,7 @@ from torch import nn
 
 from mnist_diffusion import assets
 from mnist_diffusion import checkpoint as ckpt
+from mnist_diffusion.compiled import CompiledNetwork
 from mnist_diffusion.config import ConfigError, RunConfig, SampleConfig
 from mnist_diffusion.diffusion.ddpm_loss import drop_labels
 from mnist_diffusion.diffusion.denoiser import Denoiser
@@ -201,6 +202,8 @@ def distill_objective(cfg: RunConfig, device: torch.device, teacher: Teacher | N
     autoencoder = load_autoencoder(cfg.latent, device) if cfg.latent is not None else None
     num_classes = cfg.model.num_classes
     teacher_prediction = teacher.config.diffusion.prediction
+    # train.compile: the teacher's forwards (most of a step) run through torch.compile too, one graph per batch.
+    teacher_net = CompiledNetwork(teacher.net) if cfg.train.compile else teacher.net
 
     def objective(net, x, labels, generator):
         x0 = encode_latents(autoencoder, x, cfg.latent.scale) if autoencoder is not None else x
@@ -211,7 +214,7 @@ def distill_objective(cfg: RunConfig, device: torch.device, teacher: Teacher | N
         labels = drop_labels(labels, num_classes, d.unconditional, generator)
         eps = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)
         student = Denoiser(net, schedule, "v", labels=labels, guidance=w)
-        guide = Denoiser(teacher.net, schedule, teacher_prediction, labels=labels, guidance=w)
+        guide = Denoiser(teacher_net, schedule, teacher_prediction, labels=labels, guidance=w)
         if d.method == "trajectory":
             per_sample, t = trajectory_loss(student, guide, x0, eps, d.steps, d.teacher_steps)
         else:
