@@ -42,7 +42,7 @@ PACKAGED: dict[str, Asset] = {
               "6a2f4cb9e25d189aa5a5d8ae554f78dc7213f855f5e0a9999827b9f9f28c39a6",
               "class-conditional latent diffusion in the ldm-ae autoencoder's 4x7x7 latents", "ldm.md"),
         Asset("ddpm-cond-fast", "model", "ddpm-cond-fast.safetensors",
-              "a6c5f7d7a4719d006218556f69dfd93ab6f1bc4a652bc1c10020c3d0caba5fe4",
+              "6394c6807ce56aa1a7bec1ddf50f5df026b6067d771f458a33e858ce0bff2f03",
               "4-step student of ddpm-cond, guidance distilled in (one pass per step)", "ddpm-cond-fast.md"),
         Asset("ldm-fast", "model", "ldm-fast.safetensors",
               "2657a9b4b0ae21a252ca941f66473fef134404258ae63f9b6cef919a6ec160e4",
