@@ -34,7 +34,7 @@ from mnist_diffusion.training.distributed import is_main_process, shutdown
 from mnist_diffusion.training.loop import make_trainer
 
 # On --resume only the length of a run may change; anything else would make it a different run.
-# precision and threads: what another machine (or a freed core) runs best; neither changes what the run learns.
+# precision, threads and compile: what another machine (or a freed core) runs best; none changes what the run learns.
 RESUMABLE_CHANGES = {"train": ("epochs", "max_steps", "precision", "threads", "compile")}
 
 
