@@ -95,7 +95,8 @@ def main() -> None:
         model, sampler, steps, guidance = parse_entry(entry)
         if model not in pipes:
             pipes[model] = load(model, precision=args.precision, compile=args.compile)
-            counters[model] = load(model, precision=args.precision)  # eager twin that counts the evaluations
+            # counted on an eager network: a hook would split a compiled graph
+            counters[model] = load(model, precision=args.precision) if args.compile else pipes[model]
         pipe = pipes[model]
         evaluations = count_evaluations(counters[model], sampler, steps, guidance)
         batch = args.batch_size or pipe.default_batch_size
