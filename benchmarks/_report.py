@@ -1,4 +1,4 @@
-"""Markdown cells for the evaluator's scores, shared by the benchmarks that print quality tables."""
+"""Markdown cells for the evaluator's scores and the results-page writer, shared by the benchmarks."""
 
 from __future__ import annotations
 
@@ -16,3 +16,12 @@ def baseline_row(title: str, s: dict, base_fid: float, before: int, after: int, 
     """A table row for a baseline: its title in italics, `before` empty cells, its scores, `after` empty cells."""
     cells = [f"*{title}*", *[""] * before, *quality_cells(s, base_fid, spread=False, coarse=coarse), *[""] * after]
     return "| " + " | ".join(cells) + " |"
+
+
+def write_table(path, lines: list[str]) -> str:
+    """Print the results page made of `lines` and write it to `path` (folders made as needed); returns its text."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text

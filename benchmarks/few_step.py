@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--entries", nargs="+", required=True, help="MODEL:SAMPLER:STEPS[:GUIDANCE]")
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where the digits are drawn")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--compile", action="store_true", help="sample through torch.compile (load(compile=True))")
     ap.add_argument("--batch-size", type=int, default=None, help="digits per network call (default: the pipeline's)")
@@ -94,9 +95,10 @@ def main() -> None:
     for entry in args.entries:
         model, sampler, steps, guidance = parse_entry(entry)
         if model not in pipes:
-            pipes[model] = load(model, precision=args.precision, compile=args.compile)
+            pipes[model] = load(model, device=args.device, precision=args.precision, compile=args.compile)
             # counted on an eager network: a hook would split a compiled graph
-            counters[model] = load(model, precision=args.precision) if args.compile else pipes[model]
+            counters[model] = (load(model, device=args.device, precision=args.precision) if args.compile
+                               else pipes[model])
         pipe = pipes[model]
         evaluations = count_evaluations(counters[model], sampler, steps, guidance)
         batch = args.batch_size or pipe.default_batch_size
@@ -117,7 +119,13 @@ def main() -> None:
         print(f"{entry}: {evaluations:g} evaluations/image, {args.n / seconds:.1f} img/s ({seconds:.1f} s; "
               f"warm-up {warmup:.1f} s), FID@{args.n} {row['fid']:.3f}, label accuracy {row['label_accuracy']:.4f}",
               flush=True)
+        write(args, pipes, rows, baselines)
 
+    print(args.out.read_text())
+
+
+def write(args, pipes, rows, baselines) -> None:
+    """The table, JSON and plot of the rows so far (rewritten after every row: a stopped run keeps its rows)."""
     base = baselines["train"]
     cmd = "python benchmarks/few_step.py " + " ".join(sys.argv[1:])
     precisions = ", ".join(f"{name}: {p.precision.precision} ({p.precision.reason})" for name, p in pipes.items())
@@ -125,7 +133,7 @@ def main() -> None:
         "# Few-step sampling: quality against network evaluations per image",
         "",
         f"Command: `{cmd}`",
-        f"Machine: {machine_info()}",
+        f"Machine: {machine_info()}; digits drawn on {args.device}",
         f"Precision: {precisions}",
         f"Samples: {args.n} per row, labels cycling 0-9, seed 0; scored against the 10,000 MNIST test images in the "
         "project's evaluator's features; baselines at the same N. Time: the whole `sample` call (decoding "
@@ -149,7 +157,6 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps({"command": cmd, "machine": machine_info(), "rows": rows,

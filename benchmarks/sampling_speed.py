@@ -109,6 +109,7 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine_info
+    from _report import write_table
 
     results = {v: run_variant(v, args) for v in VARIANTS}
     base = statistics.median(results["before"]["rates"])
@@ -143,10 +144,7 @@ def main() -> None:
             lines.append(f"| {name} | {s['fid']:.3f} | {s['label_accuracy']:.4f} |")
         lines += ["", f"Pixels that differ between the two sets: {100 * changed:.3f}%, by at most "
                       f"{rows[0][2]:.0f} of 255 (floating-point rounding in a different kernel order)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_table(args.out, lines)
 
 
 if __name__ == "__main__":

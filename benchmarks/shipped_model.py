@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None,
                     help="default: the package's (64 on CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where the digits are drawn")
     ap.add_argument("--labels", choices=["0-9", "data"], default="0-9",
                     help="0-9: each digit in turn (N/10 of each); data: the labels of the N training images the "
                          "baseline scores, so samples and baseline share their class mix")
@@ -51,7 +52,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    pipe = load(args.model)
+    pipe = load(args.model, device=args.device)
     evaluations = [0]  # network evaluations, counted per image row (measured, not computed)
     pipe.net.register_forward_hook(lambda m, inputs, out: evaluations.__setitem__(0, evaluations[0] + len(out)))
     wanted = baseline_labels(args.n).tolist() if args.labels == "data" else "0-9"
@@ -82,14 +83,20 @@ def main() -> None:
                   f"({seconds:.0f} s, {nfe:g} evaluations/image), "
                   f"FID@{args.n} {s['fid']:.3f}, label accuracy {s.get('label_accuracy', float('nan')):.4f}",
                   flush=True)
+            write(args, pipe, rows, raw, baselines)
 
+    print(args.out.read_text())
+
+
+def write(args, pipe, rows, raw, baselines) -> None:
+    """The table and JSON of the rows so far (rewritten after every row, so a stopped sweep keeps its rows)."""
     base_train, base_noise = baselines["train"], baselines["noise"]
     cmd = "python benchmarks/shipped_model.py " + " ".join(sys.argv[1:])
     lines = [
         "# Class-conditional model: quality and sampling speed",
         "",
         f"Command: `{cmd.strip()}`",
-        f"Model: `{pipe.path}` ({pipe.config.recipe}); machine: {machine_info()}",
+        f"Model: `{pipe.path}` ({pipe.config.recipe}); drawn on {pipe.device}; machine: {machine_info()}",
         f"Samples: {args.n}, " + (f"labels cycling 0-9 ({args.n // 10} per digit)" if args.labels == "0-9" else
                                   "labels those of the baseline's training images (the data's class mix)")
         + "; seed 0; scored against the 10,000 MNIST test images in the project's evaluator's features.",
@@ -111,7 +118,6 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps({"rows": raw, "baselines": baselines}, indent=1, default=float))

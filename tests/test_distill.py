@@ -220,6 +220,39 @@ def test_a_student_starts_as_its_teacher(tmp_path, teacher):
     assert all(k in teacher_weights or k.startswith("guidance_mlp.") for k in student)
 
 
+def test_a_narrower_student_starts_fresh_and_samples_in_its_own_widths(tmp_path, teacher):
+    cfg = distill_config(teacher, "distill.student_channels=[4,8]", "train.max_steps=2")
+    trainer = make_trainer(cfg, tmp_path / "n")
+    assert trainer.cfg.model.channels == (4, 8) and trainer.cfg.model.guidance_input
+    teacher_weights = ckpt.model_weights(ckpt.load_checkpoint(teacher / ckpt.MODEL_FILE))
+    assert trainer.net.stem.weight.shape[0] == 4 != teacher_weights["stem.weight"].shape[0]
+    trainer.fit(progress_bar=False)
+    pipe = load(tmp_path / "n")
+    assert pipe.config.model.channels == (4, 8) and pipe.sample(3, seed=1).images.shape == (3, 28, 28)
+    with pytest.raises(ConfigError, match="at least one width"):
+        distill_config(teacher, "distill.student_channels=[]")
+
+
+def test_a_packaged_student_names_its_teacher_and_takes_measured_defaults(tmp_path, teacher):
+    from mnist_diffusion.training.packaging import package_model
+
+    student = tmp_path / "s"
+    make_trainer(distill_config(teacher, "train.max_steps=1"), student).fit(progress_bar=False)
+    out = package_model(student, tmp_path / "fast.safetensors", {"note": "test"},
+                        sample={"steps": 2, "guidance": 1.5}, teacher=str(teacher))
+    pipe = load(out)
+    assert (pipe.config.sample.steps, pipe.config.sample.guidance, pipe.config.sample.sampler) == (2, 1.5, "ddim")
+    assert pipe.config.distill.teacher == str(teacher)
+    assert torch.equal(pipe.net.state_dict()["stem.weight"], load(student).net.state_dict()["stem.weight"])
+    with pytest.raises(UserError, match="hashes to"):
+        package_model(student, tmp_path / "x.safetensors", teacher=str(student))
+    with pytest.raises(UserError, match="not a distilled student"):
+        package_model(teacher, tmp_path / "y.safetensors", teacher=str(teacher))
+    with pytest.raises(ConfigError, match="sampler"):
+        package_model(student, tmp_path / "z.safetensors", sample={"sampler": "euler"})
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "z.safetensors").exists()
+
+
 def test_a_wrong_teacher_is_refused(tmp_path, teacher):
     with pytest.raises(ConfigError, match="class-conditional"):
         make_trainer(distill_config("ldm-ae"), tmp_path / "x")

@@ -103,10 +103,11 @@ def test_labels_steer_the_completion(digits):
 
 @pytest.mark.parametrize("student", ["ddpm-cond-fast", "ldm-fast"])
 def test_a_student_completes_digits_in_its_own_steps(student):
-    """The top halves of 20 test digits completed by a few-step student at its defaults (4 steps, guidance 2):
-    asked for each digit's own label the evaluator's classifier reads it back (the teacher `ddpm-cond` at 20
-    steps: 20 of 20; the students 19-20); asked for the next label, a half-drawn digit often turns into it
-    (teacher 10 of 20, students 11-12), which an unsteered completion would almost never do."""
+    """The top halves of 20 test digits completed by a few-step student at its defaults (`ddpm-cond-fast`: 2
+    steps, guidance 1.5; `ldm-fast`: 4 steps, guidance 2): asked for each digit's own label the evaluator's
+    classifier reads it back (`ddpm-cond-fast` 20 of 20, `ldm-fast` 19, the teacher
+    `ddpm-cond` at its defaults 20); asked for the next label, a half-drawn digit often turns into it
+    (12, 11 and 11), which an unsteered completion would almost never do."""
     from mnist_diffusion.evaluation.evaluator_file import load_evaluator
     from mnist_diffusion.evaluation.features import extract
 
@@ -114,7 +115,8 @@ def test_a_student_completes_digits_in_its_own_steps(student):
     images, labels = images[:20], labels[:20]
     pipe, evaluator = load(student), load_evaluator()
     own = pipe.inpaint(images, half_mask("top", 20), labels=labels, seed=0)
-    assert own.settings["steps"] == pipe.config.sample.steps == 4 and own.settings["guidance"] == 2
+    assert own.settings["steps"] == pipe.config.sample.steps <= 4
+    assert own.settings["guidance"] == pipe.config.sample.guidance
     assert (extract(evaluator, own.images)[1] == labels).mean() >= 0.85
     following = (labels + 1) % 10
     steered = pipe.inpaint(images, half_mask("top", 20), labels=following, seed=0)

@@ -36,14 +36,14 @@ PACKAGED: dict[str, Asset] = {
     a.name: a
     for a in (
         Asset("ddpm-cond", "model", "ddpm-cond.safetensors",
-              "3a1dfa012c5568381d2866fa2e27ede236212db2b77c7c6ae9f4d9623601c16d",
+              "98f953e3da4945a4a3628e7824a8297576b4736f23f52f2b32134024f066a029",
               "class-conditional pixel DDPM with classifier-free guidance (the default)", "ddpm-cond.md"),
         Asset("ldm", "model", "ldm.safetensors",
               "6a2f4cb9e25d189aa5a5d8ae554f78dc7213f855f5e0a9999827b9f9f28c39a6",
               "class-conditional latent diffusion in the ldm-ae autoencoder's 4x7x7 latents", "ldm.md"),
         Asset("ddpm-cond-fast", "model", "ddpm-cond-fast.safetensors",
-              "6394c6807ce56aa1a7bec1ddf50f5df026b6067d771f458a33e858ce0bff2f03",
-              "4-step student of ddpm-cond, guidance distilled in (one pass per step)", "ddpm-cond-fast.md"),
+              "0ea595a0dd282533513aa1afd49c42e29eb8d7eff0656af314fd177ce5a1f3eb",
+              "2-step student of ddpm-cond, guidance distilled in (one pass per step)", "ddpm-cond-fast.md"),
         Asset("ldm-fast", "model", "ldm-fast.safetensors",
               "2657a9b4b0ae21a252ca941f66473fef134404258ae63f9b6cef919a6ec160e4",
               "4-step student of ldm, guidance distilled in (one pass per step)", "ldm-fast.md"),

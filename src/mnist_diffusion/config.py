@@ -124,7 +124,8 @@ class DistillConfig:
     """A few-step student distilled from a guided teacher (training/distill.py); the guidance scale is its input.
 
     The student's network, noise process, data and latent space are the teacher's (copied when the run starts);
-    only its output becomes v (Salimans & Ho 2022) and it gains the guidance input.
+    only its output becomes v (Salimans & Ho 2022) and it gains the guidance input (and, with
+    `student_channels`, other widths).
     """
 
     teacher: str = "ldm"  # packaged name, run directory or checkpoint of a class-conditional model
@@ -132,6 +133,9 @@ class DistillConfig:
     method: DistillMethod = "trajectory"
     steps: PositiveInt = 4  # trajectory: the student's steps (DDIM); consistency: the default sampling steps
     teacher_steps: PositiveInt = 20  # trajectory: teacher DPM-Solver++(2M) steps over the whole path
+    # The student's widths per level; None = the teacher's (the student then starts from the teacher's weights).
+    # Narrower widths give a student that samples faster on a CPU but starts from fresh weights.
+    student_channels: tuple[PositiveInt, ...] | None = None
     discretisation: Annotated[int, Range(2)] = 40  # consistency: points of the teacher's ODE grid
     guidance_min: NonNegativeFloat = 1.0  # the student learns every scale in [min, max]
     guidance_max: NonNegativeFloat = 4.0
@@ -141,7 +145,7 @@ class DistillConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: PositiveInt = 3
-    max_steps: PositiveInt | None = None  # stop after this many optimizer steps (overrides epochs)
+    max_steps: PositiveInt | None = None  # stop after at most this many optimizer steps (epochs still bound the run)
     batch_size: PositiveInt = 128  # global batch, whatever the number of processes
     optimizer: OptimizerName = "adam"
     lr: PositiveFloat = 1e-3
@@ -403,6 +407,8 @@ def validate(cfg: RunConfig) -> None:
         if d.guidance_min > d.guidance_max:
             raise ConfigError(f"distill.guidance_min ({d.guidance_min:g}) must not exceed distill.guidance_max "
                               f"({d.guidance_max:g}).")
+        if d.student_channels is not None and not d.student_channels:
+            raise ConfigError("distill.student_channels must list at least one width, or be null for the teacher's.")
         if d.method == "trajectory" and d.teacher_steps % d.steps:
             raise ConfigError(f"distill.teacher_steps ({d.teacher_steps}) must be a multiple of distill.steps "
                               f"({d.steps}): each student step stands for the same number of teacher steps.")

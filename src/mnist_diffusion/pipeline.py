@@ -239,10 +239,14 @@ class Pipeline:
 
     @property
     def default_batch_size(self) -> int:
-        """Images per batch when `sample` is not told: 64 on the CPU, where each layer's activations then stay
-        in cache (benchmarks/results/sampling_speed.md; for `ldm` too, eager or compiled:
-        benchmarks/results/compiled_sampling.md), 1000 on accelerators."""
-        return 64 if self.device.type == "cpu" else 1000
+        """Images per batch when `sample` is not told. On the CPU: 64 for a guided model, whose network sees each
+        image twice (128 rows), where each layer's activations then stay in cache (benchmarks/results/
+        sampling_speed.md; for `ldm` too, eager or compiled: compiled_sampling.md); 256 for a distilled student,
+        one row per image: on an AVX-512-BF16 EPYC `ldm-fast` drew 1.65x the images/s of batch 64 there and
+        `ddpm-cond-fast` 1.05x (benchmarks/results/student_batch.md). 1000 on accelerators."""
+        if self.device.type != "cpu":
+            return 1000
+        return 256 if self.config.model.guidance_input else 64
 
     def __repr__(self) -> str:
         s = self.config.sample

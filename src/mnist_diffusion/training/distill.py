@@ -3,7 +3,8 @@
 The student is the teacher's network with two changes: it predicts v (Salimans & Ho 2022, well conditioned
 at both ends of the noise range, where a few large steps need it) and it takes the guidance scale w as an
 input (Meng et al. 2023), so one pass per step stands for the teacher's doubled classifier-free-guidance
-batch. It starts from the teacher's weights; w is drawn per sample from [guidance_min, guidance_max].
+batch. It starts from the teacher's weights -- or, with `distill.student_channels`, is a narrower U-Net of the
+same layout that starts fresh and samples faster; w is drawn per sample from [guidance_min, guidance_max].
 Both objectives noise real training data (in the teacher's latent space for a latent teacher) to the
 student's timesteps, so the student learns where sampling will take it.
 
@@ -85,9 +86,10 @@ def bind_teacher(cfg: RunConfig, device: torch.device) -> tuple[RunConfig, Teach
     reference = d.teacher if assets.is_packaged(d.teacher, "model") else str(teacher.path.resolve())
     sample = SampleConfig(sampler=STUDENT_SAMPLER[d.method], steps=d.steps, guidance=tc.sample.guidance,
                           spacing="trailing")
+    channels = tuple(d.student_channels) if d.student_channels else tc.model.channels
     cfg = replace(cfg, data=replace(cfg.data, dataset=tc.data.dataset, value_range=tc.data.value_range),
-                  model=replace(tc.model, guidance_input=True), diffusion=replace(tc.diffusion, prediction="v"),
-                  latent=tc.latent, sample=sample,
+                  model=replace(tc.model, guidance_input=True, channels=channels),
+                  diffusion=replace(tc.diffusion, prediction="v"), latent=tc.latent, sample=sample,
                   distill=replace(d, teacher=reference, teacher_sha256=teacher.sha256))
     return cfg, teacher
 
@@ -104,8 +106,11 @@ def _refuse_own_sections(cfg: RunConfig) -> None:
                           f"{section}.{names[0]} (the student is the teacher's network with a guidance input).")
 
 
-def init_student(net: nn.Module, teacher: Teacher) -> None:
-    """Copy the teacher's weights into the student; only the guidance input (zero at its output) is new."""
+def init_student(net: nn.Module, teacher: Teacher, cfg: RunConfig) -> None:
+    """Copy the teacher's weights into the student; only the guidance input (zero at its output) is new. A student
+    of other widths (`distill.student_channels`) keeps its fresh weights: no tensor of the teacher fits it."""
+    if tuple(cfg.model.channels) != tuple(teacher.config.model.channels):
+        return
     missing, unexpected = net.load_state_dict(teacher.weights, strict=False)
     if unexpected or any(not k.startswith("guidance_mlp.") for k in missing):
         raise ConfigError(f"The student does not fit the teacher {teacher.path} (missing {missing[:3]}, unexpected "

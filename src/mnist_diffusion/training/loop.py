@@ -228,7 +228,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     torch.manual_seed(cfg.train.seed)
     net = build_model(cfg.model).to(device)
     if teacher is not None:
-        init_student(net, teacher)  # before the EMA copies it
+        init_student(net, teacher, cfg)  # before the EMA copies it
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
     ema = EMA(net, cfg.train.ema_decay) if cfg.train.ema_decay and dist.is_main else None  # rank 0 samples

@@ -7,8 +7,39 @@ from pathlib import Path
 
 from mnist_diffusion import assets
 from mnist_diffusion import checkpoint as ckpt
+from mnist_diffusion.config import load_run_config
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.latent import load_autoencoder, read_autoencoder
+from mnist_diffusion.latent import load_autoencoder, read_autoencoder, weights_sha256
+
+
+def package_model(source: str | Path, out_file: str | Path, info: dict | None = None, sample: dict | None = None,
+                  teacher: str | None = None) -> Path:
+    """Write a trained pixel model's sampling weights (EMA, where the run kept one) as one file for shipping.
+
+    `sample` (settings of the config's `sample` section, e.g. {"steps": 2, "guidance": 1.5}) replaces the run's
+    sampling defaults, which are best chosen by evaluating the trained model; the result is checked as any config
+    is. `teacher` renames a distilled student's teacher (a packaged name or a path) once its weights are shown to
+    hash to the `distill.teacher_sha256` the student was trained against. `info` joins the metadata (beside the
+    step the run saved).
+    """
+    source = ckpt.resolve_model_path(source)
+    loaded = ckpt.load_checkpoint(source)
+    cfg = loaded.config
+    if sample:
+        data = cfg.to_dict()
+        data["sample"].update(sample)
+        cfg = load_run_config(data, f"sample settings for {source}")
+    if teacher is not None:
+        if cfg.distill is None:
+            raise UserError(f"{source} is not a distilled student, so it has no teacher to rename.")
+        found = weights_sha256(ckpt.model_weights(ckpt.load_checkpoint(ckpt.resolve_model_path(teacher))))
+        if found != cfg.distill.teacher_sha256:
+            raise UserError(f"{source} was distilled from the teacher whose weights hash to "
+                            f"{cfg.distill.teacher_sha256}, but {teacher} hashes to {found}.")
+        cfg = replace(cfg, distill=replace(cfg.distill, teacher=str(teacher)))
+    out_file = Path(out_file)
+    ckpt.save_model(out_file, cfg, ckpt.model_weights(loaded), {**loaded.info, **(info or {})})  # keeps its step
+    return out_file
 
 
 def package_pipeline(ldm: str | Path, out_dir: str | Path, info: dict | None = None,
