@@ -4,8 +4,8 @@ digits.
 One run measures, in order (fp32 and bf16 always timed in turn, so a busy neighbour slows both alike):
   1. what `--precision auto` picks here and why (`mnist_diffusion.precision`), the fp32 and bf16 `torch.mm`
      GFLOP/s on (N, N) matrices with every intra-op thread (the two "peaks"), and the conv probe `auto` uses;
-  2. sampling images/s of the packaged `ddpm-cond` and `ldm` at their defaults (DPM-Solver++ 20 steps, guidance
-     2), loaded with precision fp32 and bf16, and the share of the matching peak (FLOPs per image from
+  2. sampling images/s of the packaged `ddpm-cond` and `ldm` at their defaults (each model's own sampler, steps
+     and guidance), loaded with precision fp32 and bf16, and the share of the matching peak (FLOPs per image from
      torch's FlopCounterMode: convolutions, matrix products and attention only, so a lower bound);
   3. training images/s of each recipe through the package's own step (`make_trainer` + `train_step`) with
      train.precision fp32 and bf16 (bf16 autocast, fp32 master weights), the same seed, data and noise, so the

@@ -44,6 +44,8 @@ def main() -> None:
                     help="default: the package's (64 on CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where the digits are drawn")
+    ap.add_argument("--guide", default=None,
+                    help="autoguidance: a weaker model of the same kind guides instead of the unconditional pass")
     ap.add_argument("--labels", choices=["0-9", "data"], default="0-9",
                     help="0-9: each digit in turn (N/10 of each); data: the labels of the N training images the "
                          "baseline scores, so samples and baseline share their class mix")
@@ -53,8 +55,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     pipe = load(args.model, device=args.device)
+    if args.guide:
+        pipe.autoguide(load(args.guide, device=args.device))
     evaluations = [0]  # network evaluations, counted per image row (measured, not computed)
-    pipe.net.register_forward_hook(lambda m, inputs, out: evaluations.__setitem__(0, evaluations[0] + len(out)))
+    for net in [pipe.net] + ([pipe.guide.net] if pipe.guide else []):
+        net.register_forward_hook(lambda m, inputs, out: evaluations.__setitem__(0, evaluations[0] + len(out)))
     wanted = baseline_labels(args.n).tolist() if args.labels == "data" else "0-9"
     rows, raw = [], []
     baselines = None
@@ -96,7 +101,9 @@ def write(args, pipe, rows, raw, baselines) -> None:
         "# Class-conditional model: quality and sampling speed",
         "",
         f"Command: `{cmd.strip()}`",
-        f"Model: `{pipe.path}` ({pipe.config.recipe}); drawn on {pipe.device}; machine: {machine_info()}",
+        f"Model: `{pipe.path}` ({pipe.config.recipe})"
+        + (f", autoguided by `{pipe.guide.path}` (in place of the unconditional pass)" if pipe.guide else "")
+        + f"; drawn on {pipe.device}; machine: {machine_info()}",
         f"Samples: {args.n}, " + (f"labels cycling 0-9 ({args.n // 10} per digit)" if args.labels == "0-9" else
                                   "labels those of the baseline's training images (the data's class mix)")
         + "; seed 0; scored against the 10,000 MNIST test images in the project's evaluator's features.",

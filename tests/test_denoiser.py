@@ -167,3 +167,36 @@ def test_guidance_interval_guides_only_between_its_noise_levels():
     _, plain = den.bind(labels)(x_t, t)
     torch.testing.assert_close(eps[0], plain[0])
     torch.testing.assert_close(eps[1], guided[1])
+
+
+class WeakToyNet(ToyNet):
+    """Another conditional net of the same kind, pulled towards 0: the 'bad version' autoguidance steers away from."""
+
+    def __call__(self, x_t, t, labels):
+        return 0.5 * super().__call__(x_t, t, labels)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_autoguidance_extrapolates_from_the_weaker_model_with_the_same_labels(prediction):
+    s = make_schedule("linear")
+    net, weak = ToyNet(10), WeakToyNet(10)
+    x_t = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    labels, t, w = torch.tensor([2, 5, 8]), torch.tensor([30, 500, 990]), 2.5
+    _, eps_c = Denoiser(net, s, prediction, labels=labels)(x_t, t)
+    _, eps_g = Denoiser(weak, s, prediction, labels=labels)(x_t, t)
+    net.calls.clear(), weak.calls.clear()
+    x0, eps = Denoiser(net, s, prediction, labels=labels, guidance=w, guide=weak)(x_t, t)
+    torch.testing.assert_close(eps, eps_g + w * (eps_c - eps_g), rtol=1e-5, atol=1e-5)
+    alpha, sigma = s.coefficients(t, x_t)
+    torch.testing.assert_close(alpha * x0 + sigma * eps, x_t, rtol=1e-5, atol=1e-5)
+    # one conditional pass of each network, the guide with the same labels (no unconditional pass)
+    assert [c[2].tolist() for c in net.calls] == [[2, 5, 8]] == [c[2].tolist() for c in weak.calls]
+    # a model guiding itself is no guidance at all; guidance 1 never calls the guide
+    same, _ = Denoiser(net, s, prediction, labels=labels, guidance=w, guide=net)(x_t, t)
+    plain, _ = Denoiser(net, s, prediction, labels=labels)(x_t, t)
+    torch.testing.assert_close(same, plain)
+    weak.calls.clear()
+    Denoiser(net, s, prediction, labels=labels, guidance=1.0, guide=weak)(x_t, t)
+    assert weak.calls == []
+    with pytest.raises(UserError, match="Autoguidance needs"):
+        Denoiser(net, s, prediction, guide=ToyNet(0))

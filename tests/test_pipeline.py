@@ -138,3 +138,27 @@ def test_batch_size_does_not_change_deterministic_samples(pixel):
     a = pixel.sample(5, steps=2, batch_size=2).images
     b = pixel.sample(5, steps=2, batch_size=5).images
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # rounding to uint8 may flip a level
+
+
+def test_autoguide_steers_with_a_weaker_model_and_refuses_other_kinds(tiny_guided_pipeline):
+    main, weaker = tiny_guided_pipeline(), tiny_guided_pipeline(channels=(8, 8))
+    plain = main.sample(4, labels="0-3", steps=3, guidance=2.0, seed=5)
+    auto = main.autoguide(weaker).sample(4, labels="0-3", steps=3, guidance=2.0, seed=5)
+    assert "by" in repr(main) and not np.array_equal(plain.images, auto.images)
+    assert np.array_equal(main.sample(4, labels="0-3", steps=3, guidance=1.0, seed=5).images,
+                          main.autoguide(None).sample(4, labels="0-3", steps=3, guidance=1.0, seed=5).images)
+    assert np.array_equal(main.sample(4, labels="0-3", steps=3, guidance=2.0, seed=5).images, plain.images)
+    with pytest.raises(UserError, match="cannot guide"):
+        main.autoguide(load("ldm"))
+
+
+def test_sample_guide_flag_autoguides_and_a_wrong_guide_is_one_sentence(tmp_path, capsys):
+    npz = tmp_path / "a.npz"
+    assert main(["sample", "ddpm-cond", "--guide", "ddpm-cond", "--n", "2", "--steps", "2", "--guidance", "3",
+                 "--npz", str(npz), "--no-progress"]) == 0
+    # the model guiding itself is no guidance: the plain conditional digits
+    plain = load("ddpm-cond").sample(2, steps=2, guidance=1.0)
+    assert np.array_equal(np.load(npz)["images"], plain.images)
+    assert main(["sample", "ddpm-cond", "--guide", "ldm", "--n", "2", "--npz", str(tmp_path / "b.npz")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "cannot guide" in err[0]

@@ -208,6 +208,7 @@ class Pipeline:
             self._fp32_weights = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
             run_network_in(net, torch.bfloat16)
         self.compiled = bool(compile)
+        self.guide: Pipeline | None = None  # autoguidance: see `autoguide`
         self._bind_forward()
 
     def _bind_forward(self) -> None:
@@ -251,8 +252,9 @@ class Pipeline:
     def __repr__(self) -> str:
         s = self.config.sample
         what = f"{self.num_classes} classes" if self.num_classes else "unconditional"
+        guide = f" by {self.guide.name}" if self.guide is not None else ""
         return (f"Pipeline({self.name!r}: {self.config.recipe} {self.config.model.kind}, {what}, "
-                f"{s.sampler} {s.steps} steps, guidance {s.guidance:g}, {self.device})")
+                f"{s.sampler} {s.steps} steps, guidance {s.guidance:g}{guide}, {self.device})")
 
     # ---- moving and saving --------------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> "Pipeline":
@@ -297,12 +299,27 @@ class Pipeline:
                             "leave the guidance interval out.")
         return resolved
 
+    def autoguide(self, guide: "Pipeline | None") -> "Pipeline":
+        """Guide with a weaker model of the same kind instead of the unconditional pass (autoguidance, Karras et
+        al. 2024): `guide` is a pipeline of an earlier or smaller run of this model's noise process and sample
+        space, on the same device; None goes back to classifier-free guidance. Returns self."""
+        if guide is not None:
+            mine, theirs = self.config, guide.config
+            if (mine.diffusion != theirs.diffusion or self.sample_shape != guide.sample_shape
+                    or mine.latent != theirs.latent or not guide.num_classes or mine.model.guidance_input
+                    or theirs.model.guidance_input or guide.device != self.device):
+                raise UserError(f"{guide.name} cannot guide {self.name}: autoguidance needs a guided class-conditional "
+                                "model of the same noise process, sample space and device.")
+        self.guide = guide
+        return self
+
     def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 1.0,
                  guidance_interval: tuple[float, float] | None = None) -> Denoiser:
-        """The network as a denoiser D(z_t, t) -> (z0, eps), with this conditioning bound in."""
+        """The network as a denoiser D(z_t, t) -> (z0, eps), with this conditioning (and any `autoguide`) bound in."""
         d = self.config.diffusion
         return Denoiser(self._forward, make_schedule(d.schedule, d.timesteps), d.prediction, labels=labels,
-                        guidance=guidance, guidance_interval=guidance_interval)
+                        guidance=guidance, guidance_interval=guidance_interval,
+                        guide=None if self.guide is None else self.guide._forward)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Model space -> images in the data range: latents are decoded, pixels returned as they are."""

@@ -40,7 +40,8 @@ from mnist_diffusion.files import atomic_write_text
 Purpose = Literal["train", "sample"]
 # A bf16 3x3 conv this many times faster than fp32. The whole U-Net gains less than its convolutions (its
 # GroupNorm, SiLU and adds speed up less), so this is a floor below which bf16 sampling would not pay: on an
-# AMX Xeon the probe measured ~3x and sampling 1.3-2x; on AVX2 the probe is ~0.1x.
+# AMX Xeon the probe measured ~3x and sampling 1.3-2x; on an AVX-512-BF16 EPYC without AMX 1.8-2.0x and sampling
+# 1.2-1.7x (benchmarks/results/precision_epyc_avx512bf16.md); on AVX2 the probe is ~0.1x.
 BF16_MIN_SPEEDUP = 1.5
 PROBE_FILE = "precision-probe.json"
 PROBE_VERSION = 2  # part of the cache key: v1 timed a matmul with one warm-up, too few for AMX (it read 2x, not 5x)

@@ -31,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--model", help="the same as PATH")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     add_sampling_options(p)
+    p.add_argument("--guide", metavar="MODEL", help="autoguidance: a weaker model of the same kind (an earlier or "
+                                                   "smaller run) guides in place of the unconditional pass")
     p.add_argument("--seed", type=int, default=0, help="image i starts from noise seeded with SEED + i")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
     add_precision_option(p)
@@ -53,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             check_writable(path, what)
     pipe = load(args.path or args.model, args.device, args.precision or "auto", compile=args.compile)
+    if args.guide:
+        pipe.autoguide(load(args.guide, args.device, args.precision or "auto", compile=args.compile))
     trajectory = Trajectory(pipe.value_range) if args.gif else None
     out = pipe.sample(args.n, seed=args.seed, progress=not args.no_progress, callback=trajectory,
                       **sampling_settings(args))

@@ -122,6 +122,11 @@ class Denoiser:
     with other conditioning. A net that takes the guidance scale as an input (`takes_guidance`: a distilled
     student) gets it and makes one pass at any scale.
 
+    guide: autoguidance (Karras et al. 2024) -- a weaker network of the same kind and prediction (an earlier or
+    smaller model), called with the same labels, stands where classifier-free guidance puts the unconditional
+    pass: out_guide + w (out - out_guide). Two passes of two networks per guided step, as many as classifier-free
+    guidance makes.
+
     clip: optional (low, high) data range; x0 is clamped to it and eps recomputed from the clamped
     x0, so the pair stays consistent with x_t (what DDIM-style updates need).
     """
@@ -135,14 +140,18 @@ class Denoiser:
         labels: torch.Tensor | None = None,
         guidance: float = 1.0,
         guidance_interval: tuple[float, float] | None = None,
+        guide: Callable[..., torch.Tensor] | None = None,
     ):
         check_prediction(prediction)
-        self.net = net
+        self.net, self.guide = net, guide
         self.schedule = schedule
         self.prediction = prediction
         self.clip = clip
         self.num_classes = num_classes_of(net)
         self.guidance_input = takes_guidance(net)
+        if guide is not None and (self.guidance_input or takes_guidance(guide) or not num_classes_of(guide)):
+            raise UserError("Autoguidance needs a guided class-conditional model and a guide of the same kind; "
+                            "a distilled student or an unconditional model cannot take part.")
         self._cache: dict[float, tuple[float, float]] = {}
         self._check_conditioning(labels, guidance, guidance_interval)
         self.labels, self.guidance, self.guidance_interval = labels, _scale(guidance), guidance_interval
@@ -240,6 +249,12 @@ class Denoiser:
             out = self.net(x_t, t_net, labels, w)
         elif guided is False:
             out = self.net(x_t, t_net, labels)
+        elif self.guide is not None:
+            out_c = self.net(x_t, t_net, labels)
+            out = self.guide(x_t, t_net, labels)
+            out = out + scale * (out_c - out)
+            if guided is not True:
+                out = torch.where(guided, out, out_c)
         else:
             uncond = torch.full_like(labels, self.num_classes)
             both = self.net(torch.cat([x_t, x_t]), torch.cat([t_net, t_net]), torch.cat([labels, uncond]))
