@@ -14,7 +14,8 @@ from mnist_diffusion.latent import load_autoencoder, read_autoencoder, weights_s
 
 def package_model(source: str | Path, out_file: str | Path, info: dict | None = None, sample: dict | None = None,
                   teacher: str | None = None) -> Path:
-    """Write a trained pixel model's sampling weights (EMA, where the run kept one) as one file for shipping.
+    """Write a trained model's sampling weights (EMA, where the run kept one) as one file for shipping (a latent
+    model with its autoencoder: `package_pipeline`).
 
     `sample` (settings of the config's `sample` section, e.g. {"steps": 2, "guidance": 1.5}) replaces the run's
     sampling defaults, which are best chosen by evaluating the trained model; the result is checked as any config
