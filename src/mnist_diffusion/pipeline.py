@@ -305,7 +305,9 @@ class Pipeline:
         space, on the same device; None goes back to classifier-free guidance. Returns self."""
         if guide is not None:
             mine, theirs = self.config, guide.config
-            if (mine.diffusion != theirs.diffusion or self.sample_shape != guide.sample_shape
+            process = [(c.diffusion.kind, c.diffusion.schedule, c.diffusion.timesteps, c.diffusion.prediction)
+                       for c in (mine, theirs)]  # what sampling reads; how each was trained may differ
+            if (process[0] != process[1] or self.sample_shape != guide.sample_shape
                     or mine.latent != theirs.latent or not guide.num_classes or mine.model.guidance_input
                     or theirs.model.guidance_input or guide.device != self.device):
                 raise UserError(f"{guide.name} cannot guide {self.name}: autoguidance needs a guided class-conditional "

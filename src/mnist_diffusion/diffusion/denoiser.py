@@ -124,8 +124,8 @@ class Denoiser:
 
     guide: autoguidance (Karras et al. 2024) -- a weaker network of the same kind and prediction (an earlier or
     smaller model), called with the same labels, stands where classifier-free guidance puts the unconditional
-    pass: out_guide + w (out - out_guide). Two passes of two networks per guided step, as many as classifier-free
-    guidance makes.
+    pass: out_guide + w (out - out_guide). One pass of each network per guided step: as many rows as
+    classifier-free guidance runs.
 
     clip: optional (low, high) data range; x0 is clamped to it and eps recomputed from the clamped
     x0, so the pair stays consistent with x_t (what DDIM-style updates need).
