@@ -7,9 +7,19 @@ from pathlib import Path
 
 from mnist_diffusion import assets
 from mnist_diffusion import checkpoint as ckpt
-from mnist_diffusion.config import load_run_config
+from mnist_diffusion.config import RunConfig, load_run_config
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.latent import load_autoencoder, read_autoencoder, weights_sha256
+
+
+def with_sampling_defaults(cfg: RunConfig, sample: dict | None, source: Path) -> RunConfig:
+    """`cfg` with the settings in `sample` (e.g. {"guidance": 1.5}) as its sampling defaults, checked as any
+    config is; they are best chosen by evaluating the trained model."""
+    if not sample:
+        return cfg
+    data = cfg.to_dict()
+    data["sample"].update(sample)
+    return load_run_config(data, f"sample settings for {source}")
 
 
 def package_model(source: str | Path, out_file: str | Path, info: dict | None = None, sample: dict | None = None,
@@ -26,10 +36,7 @@ def package_model(source: str | Path, out_file: str | Path, info: dict | None = 
     source = ckpt.resolve_model_path(source)
     loaded = ckpt.load_checkpoint(source)
     cfg = loaded.config
-    if sample:
-        data = cfg.to_dict()
-        data["sample"].update(sample)
-        cfg = load_run_config(data, f"sample settings for {source}")
+    cfg = with_sampling_defaults(cfg, sample, source)
     if teacher is not None:
         if cfg.distill is None:
             raise UserError(f"{source} is not a distilled student, so it has no teacher to rename.")
@@ -63,8 +70,7 @@ def package_pipeline(ldm: str | Path, out_dir: str | Path, info: dict | None = N
     ae_path, ldm_path = out_dir / assets.PACKAGED["ldm-ae"].filename, out_dir / assets.PACKAGED["ldm"].filename
     ckpt.save_model(ae_path, ae.config, ae.net.state_dict(), info)
     cfg = replace(loaded.config, latent=replace(loaded.config.latent, autoencoder="ldm-ae"))
-    if guidance is not None:
-        cfg = replace(cfg, sample=replace(cfg.sample, guidance=float(guidance)))
+    cfg = with_sampling_defaults(cfg, None if guidance is None else {"guidance": float(guidance)}, source)
     ckpt.save_model(ldm_path, cfg, weights, info)
     assert read_autoencoder(ae_path).sha256 == cfg.latent.autoencoder_sha256  # same weights, same name
     return ldm_path, ae_path
