@@ -187,6 +187,17 @@ def test_packaged_models_in_bf16_draw_the_fp32_digits(name):
     assert (a.samples - b.samples).abs().mean() < 0.03
 
 
+def test_a_bf16_latent_pipeline_decodes_in_bf16_and_returns_fp32():
+    fp32, bf16 = load("ldm", precision="fp32"), load("ldm", precision="bf16")
+    assert fp32.autoencoder.dtype == torch.float32 and bf16.autoencoder.dtype == torch.bfloat16
+    z = torch.randn(8, *bf16.sample_shape, generator=torch.Generator().manual_seed(0))
+    a, b = fp32.decode(z), bf16.decode(z)
+    assert b.dtype == torch.float32 and b.shape == (8, 1, 28, 28)
+    assert 0 < (a - b).abs().mean() < 0.01 and (a - b).abs().max() < 0.1  # bf16's rounding, the same digits
+    # encoding (latent inpainting) takes and gives fp32 the same way
+    assert bf16.autoencoder.encode(a).dtype == torch.float32
+
+
 # ---- training -----------------------------------------------------------------------------------------------
 def test_training_under_bf16_autocast_keeps_fp32_weights_and_says_why(tmp_path):
     import mnist_diffusion

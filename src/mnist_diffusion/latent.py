@@ -32,7 +32,11 @@ from mnist_diffusion.models.autoencoder import Autoencoder
 
 @dataclass
 class FrozenAutoencoder:
-    """A loaded autoencoder in eval mode: encode/decode without gradients, plus where it came from."""
+    """A loaded autoencoder in eval mode: encode/decode without gradients, plus where it came from.
+
+    Its weights may be fp32 or bf16 (`Pipeline` casts a bf16 pipeline's to bf16); either way encode and decode
+    take any float dtype, cast it to the weights', and return fp32.
+    """
 
     net: Autoencoder
     config: RunConfig  # the autoencoder run's own config (data range, widths, latent channels)
@@ -43,15 +47,19 @@ class FrozenAutoencoder:
     def latent_shape(self) -> tuple[int, int, int]:
         return self.net.latent_shape
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, c, 28, 28) in the autoencoder's data range -> posterior means (B, C, 7, 7), unscaled."""
-        return self.net.encode(x)[0]
+        """Images (B, c, 28, 28) in the autoencoder's data range -> posterior means (B, C, 7, 7), unscaled, fp32."""
+        return self.net.encode(x.to(self.dtype))[0].float()
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Unscaled latents (B, C, 7, 7) -> images (B, c, 28, 28) in the autoencoder's data range [-1, 1]."""
-        return self.net.decode(z)
+        """Unscaled latents (B, C, 7, 7) -> images (B, c, 28, 28) in the autoencoder's data range [-1, 1], fp32."""
+        return self.net.decode(z.to(self.dtype)).float()
 
     def to(self, device: str | torch.device) -> "FrozenAutoencoder":
         self.net.to(device)
@@ -142,13 +150,13 @@ def check_shape(latent: LatentConfig, ae: FrozenAutoencoder) -> None:
 @torch.no_grad()
 def encode_latents(ae: FrozenAutoencoder, x: torch.Tensor, scale: float) -> torch.Tensor:
     """Images (B, c, 28, 28) in the data range -> scaled latents (B, C, 7, 7), as the diffusion model sees them."""
-    return ae.encode(x.to(next(ae.net.parameters()).dtype)) * scale
+    return ae.encode(x) * scale
 
 
 @torch.no_grad()
 def decode_latents(ae: FrozenAutoencoder, z: torch.Tensor, scale: float) -> torch.Tensor:
     """Scaled latents (B, C, 7, 7), as the diffusion model samples them -> images in the data range."""
-    return ae.decode(z.to(next(ae.net.parameters()).dtype) / scale)
+    return ae.decode(z / scale)
 
 
 def reconstruction_psnr(images: np.ndarray, reconstructions: np.ndarray) -> float:
@@ -165,5 +173,5 @@ def reconstruct(ae: FrozenAutoencoder, images: np.ndarray, batch_size: int = 500
     out = []
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size], vr).to(device)
-        out.append(to_uint8(ae.decode(ae.encode(x)).float().cpu(), vr))
+        out.append(to_uint8(ae.decode(ae.encode(x)).cpu(), vr))
     return np.concatenate(out)

@@ -188,8 +188,9 @@ class Pipeline:
     net: the network in eval mode; device; path: the file it came from (None if built in memory).
     precision: 'fp32' (default: the net as given), 'bf16' or 'auto' (`precision.resolve_precision`); bf16
     casts `net`'s weights to bf16 in place, and the net then takes and returns fp32 (x_t is cast at its
-    boundary), so schedule, sampler state and images stay fp32. `pipe.precision` says which and why; an
-    autoencoder always runs fp32. compile: run the network under torch.compile (`compiled.CompiledNetwork`);
+    boundary), so schedule, sampler state and images stay fp32; a latent model's autoencoder, when the pipeline
+    loads it, decodes in bf16 too (and returns fp32). `pipe.precision` says which and why; an autoencoder model
+    itself always reconstructs in fp32. compile: run the network under torch.compile (`compiled.CompiledNetwork`);
     the first batch of each size pays the compile (seconds), and the rest run faster where elementwise layers
     bound the network (bf16 on CPUs; benchmarks/results/precision.md).
     """
@@ -230,6 +231,11 @@ class Pipeline:
         """A latent model's frozen autoencoder (loaded and hash-checked on first use); None for pixel models."""
         if self._autoencoder is None and self.config.latent is not None:
             self._autoencoder = load_autoencoder(self.config.latent, self.device, str(self.path or self.name))
+            if self.precision.precision == "bf16":
+                # In bf16 the decoder ran 1.5-2.6x as fast on an AVX-512-BF16 EPYC, and a bf16 `ldm` draw 1.04-1.06x,
+                # images 0.18/255 apart on average (benchmarks/results/latent_decode.md). Layout as loaded (NCHW):
+                # neither layout was faster across runs there.
+                self._autoencoder.net.to(torch.bfloat16)
         return self._autoencoder
 
     @property

@@ -16,7 +16,7 @@ one-line reason, which runs record in metrics.jsonl and benchmarks print. What `
 Training in bf16 is autocast: fp32 master weights, optimizer state and loss, matrix products in bf16.
 Sampling in bf16 casts the network's weights to bf16 and its input x_t to bf16 at its boundary, and casts
 its output back to fp32 (`run_network_in`), so the noise schedule, the guidance combination, the sampler's
-state updates and the final image stay fp32.
+state updates and the final image stay fp32. A latent model's autoencoder decodes in bf16 as well, returning fp32.
 """
 
 from __future__ import annotations
