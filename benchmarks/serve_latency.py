@@ -28,6 +28,7 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
 from mnist_diffusion import assets  # noqa: E402
+from mnist_diffusion.precision import resolve_precision  # noqa: E402
 from mnist_diffusion.serve import create_app  # noqa: E402
 
 
@@ -92,6 +93,7 @@ def main() -> None:
         "",
         f"Command: `{cmd.strip()}`",
         f"Machine: {machine_info()}",
+        f"Numerics: the page's default, `--precision auto`: {resolve_precision('auto', 'cpu', 'sample')}.",
         f"Client-side times over HTTP on 127.0.0.1 (uvicorn + httpx), digit 7, each model's default sampler, steps "
         f"and guidance; median of {args.repeats} requests after one warm-up request per model.",
         "",
