@@ -6,7 +6,9 @@ without being told the digit. The project's evaluator then classifies the comple
 the true labels says whether the completion is the digit the known half came from. Baselines in the same run:
 the half digits with the rest black, and the real full digits. FID of every set is against the test set's
 statistics (all sets share the known halves, so compare FIDs within the table only). Also: completions when the
-true label is given (guided, the model's default guidance), and images/s.
+true label is given (guided, the model's default guidance), and images/s. Every row takes `Pipeline.inpaint`'s
+default steps (`inpaint_steps`: the model's sampling steps, at least 20), and a sweep over steps (top half known,
+x0 projection, no label; --sweep MODEL:STEPS ...) shows what that default is worth.
 
     python benchmarks/inpainting.py --n 1000
 
@@ -31,7 +33,7 @@ from mnist_diffusion.data import load_split  # noqa: E402
 from mnist_diffusion.evaluation.report import evaluate_images  # noqa: E402
 from mnist_diffusion.pipeline import half_mask  # noqa: E402
 
-# (model, method, resample, sampler) -- sampler None = the model's default (DPM-Solver++(2M), 20 steps)
+# (model, method, resample, sampler) -- sampler None = the model's default (DPM-Solver++(2M)), at `inpaint_steps`
 SETTINGS = [
     ("ddpm-cond", "project", 1, None), ("ddpm-cond", "replace", 1, None),
     ("ddpm-cond", "project", 3, "ddim"), ("ddpm-cond", "replace", 3, "ddim"),
@@ -45,11 +47,29 @@ def score(images: np.ndarray, labels: np.ndarray) -> dict:
     return {"label_accuracy": r["label_accuracy"], "fid": r["fid"]}
 
 
+def steps_sweep(images: np.ndarray, labels: np.ndarray, entries: list[str]) -> list[dict]:
+    """Completions of the top halves, projection, no label, at each MODEL:STEPS of `entries`."""
+    rows, pipes = [], {}
+    for entry in entries:
+        model, _, steps = entry.partition(":")
+        pipe = pipes.setdefault(model, mnist_diffusion.load(model))
+        started = time.perf_counter()
+        out = pipe.inpaint(images, half_mask("top", len(images)), steps=int(steps))
+        rows.append({"model": model, "steps": int(steps), "images_per_s": len(images) / (time.perf_counter() - started),
+                     **score(out.images, labels)})
+        print("steps", entry, f"{rows[-1]['label_accuracy']:.3f} {rows[-1]['fid']:.3f}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--sides", nargs="+", default=["top", "left"])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--sweep", nargs="*", metavar="MODEL:STEPS",
+                    default=["ddpm-cond:8", "ddpm-cond:12", "ddpm-cond:20", "ddpm-cond:30", "ddpm-cond:50", "ldm:20",
+                             "ldm:50", "ddpm-cond-fast:2", "ddpm-cond-fast:20", "ldm-fast:4", "ldm-fast:20"],
+                    help="steps sweep rows: top half known, projection, no label (none: --sweep with no values)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "inpainting.md")
     args = ap.parse_args()
     if args.threads:
@@ -95,11 +115,20 @@ def main() -> None:
     ]
     for r in rows:
         ips = f"{r['images_per_s']:.1f}" if "images_per_s" in r else ""
-        lines.append(f"| {r['side']} | {r['set']} | {r['label_accuracy']:.3f} | {r['fid']:.3f} | {ips} |")
+        steps = f" ({r['steps']} steps)" if "steps" in r else ""
+        lines.append(f"| {r['side']} | {r['set']}{steps} | {r['label_accuracy']:.3f} | {r['fid']:.3f} | {ips} |")
+    sweep = steps_sweep(images, labels, args.sweep)
+    if sweep:
+        lines += ["", "## Steps: top half known, x0 projection, no label", "",
+                  "What `inpaint_steps` (the model's sampling steps, but at least 20; a distilled student its own) is "
+                  "worth; the same seeds in every row.", "",
+                  "| model | steps | label accuracy | FID | images/s |", "|---|---|---|---|---|"]
+        lines += [f"| `{r['model']}` | {r['steps']} | {r['label_accuracy']:.3f} | {r['fid']:.3f} | "
+                  f"{r['images_per_s']:.1f} |" for r in sweep]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"n": args.n, "machine": machine_info(), "rows": rows},
-                                                        indent=2) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps({"n": args.n, "machine": machine_info(), "rows": rows,
+                                                         "steps_sweep": sweep}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

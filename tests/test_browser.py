@@ -98,6 +98,28 @@ def test_drawing_then_completing_keeps_the_strokes(page, tmp_path):
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
 
+def _draw_a_bar(page) -> None:
+    page.click("#clear")
+    box = page.locator("#draw").bounding_box()
+    page.mouse.move(box["x"] + 60, box["y"] + 80)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 200, box["y"] + 80, steps=10)
+    page.mouse.up()
+
+
+def test_a_completion_takes_the_models_inpainting_steps_until_the_slider_moves(page):
+    """`ddpm-cond` samples in 8 steps but completes in 20 (`Pipeline.inpaint_steps`); a moved slider wins."""
+    page.select_option("#model", "ddpm-cond")
+    assert page.input_value("#steps") == "8"
+    for moved, expected in ((False, 20), (True, 5)):
+        if moved:
+            _set(page, "#steps", "5")
+        _draw_a_bar(page)
+        with page.expect_request("**/api/inpaint") as request:
+            assert _run(page, "#complete") == "done"
+        assert request.value.post_data_json["steps"] == expected
+
+
 def test_a_bad_value_is_a_message_on_the_page_and_the_server_keeps_serving(page):
     page.eval_on_selector("#steps", "(el) => { el.min = 0; el.value = 0; }")
     assert _run(page, "#generate") == "error"

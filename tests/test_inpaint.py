@@ -101,6 +101,22 @@ def test_labels_steer_the_completion(digits):
     assert out.labels.tolist() == [1] * 6 and out.settings["guidance"] == 2.0
 
 
+def test_completions_take_at_least_20_steps_unless_told(digits):
+    """`inpaint_steps`: a model sampling in fewer steps completes in 20 (completions keep improving with steps);
+    one sampling in more keeps its own; steps given are steps taken."""
+    from dataclasses import replace
+
+    from mnist_diffusion.pipeline import INPAINT_MIN_STEPS
+
+    images, _ = digits
+    pipe = load("ddpm-cond")
+    assert pipe.config.sample.steps < INPAINT_MIN_STEPS == pipe.inpaint_steps == 20
+    assert pipe.inpaint(images[:2], half_mask("top", 2)).settings["steps"] == 20
+    assert pipe.inpaint(images[:2], half_mask("top", 2), steps=3).settings["steps"] == 3
+    pipe.config = replace(pipe.config, sample=replace(pipe.config.sample, steps=30))
+    assert pipe.inpaint_steps == 30
+
+
 @pytest.mark.parametrize("student", ["ddpm-cond-fast", "ldm-fast"])
 def test_a_student_completes_digits_in_its_own_steps(student):
     """The top halves of 20 test digits completed by a few-step student at its defaults (`ddpm-cond-fast`: 2

@@ -24,7 +24,8 @@ def register(sub) -> None:
         help="complete partly known digits (inpainting)",
         description="Complete digits: the pixels the mask marks as known are kept exactly, the rest are filled in "
         "by the model. --input is a .npz with 'images' (uint8, N x 28 x 28), 'mask' (N x 28 x 28, nonzero = "
-        "known; or use --keep) and optionally 'labels' (int, N: the digit to complete towards).",
+        "known; or use --keep) and optionally 'labels' (int, N: the digit to complete towards). Without --steps a "
+        "completion takes the model's sampling steps, but at least 20 (a distilled student its own).",
     )
     p.add_argument("path", nargs="?", help=f"packaged name ({', '.join(assets.names('model'))}), run directory or "
                                            "checkpoint (default: the packaged model)")

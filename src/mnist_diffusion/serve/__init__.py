@@ -8,7 +8,8 @@ more packages to a tool that must run offline.
 
 API (JSON in; errors are HTTP 400 with {"error": sentence}, and the server keeps serving):
     GET  /                 the page
-    GET  /api/models       [{name, kind, classes, sampler, steps, guidance}] -- what the page offers
+    GET  /api/models       [{name, kind, classes, sampler, steps, inpaint_steps, guidance, samplers}] -- what the
+                           page offers (inpaint_steps: what /api/inpaint uses when steps is left out)
     POST /api/generate     {model, digit|null, guidance, sampler, steps, seed} -> NDJSON stream, one line per step
                            {"i", "steps", "t", "x_t", "x0"} (base64 of 784 uint8 pixels), then {"done", "image",
                            "seconds", "first_frame_seconds"}
@@ -80,6 +81,7 @@ class Server:
             s = pipe.config.sample
             out.append({"name": name, "kind": "latent" if pipe.config.latent else pipe.config.diffusion.kind,
                         "classes": pipe.num_classes, "sampler": s.sampler, "steps": s.steps,
+                        "inpaint_steps": pipe.inpaint_steps,
                         "guidance": s.guidance if pipe.num_classes else 1.0,
                         "samplers": _samplers(pipe)})
         return out
