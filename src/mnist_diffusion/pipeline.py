@@ -239,7 +239,7 @@ class Pipeline:
         if self._autoencoder is None and self.config.latent is not None:
             self._autoencoder = load_autoencoder(self.config.latent, self.device, str(self.path or self.name))
             if self.precision.precision == "bf16":
-                # In bf16 the decoder ran 1.5-2.6x as fast on an AVX-512-BF16 EPYC, and a bf16 `ldm` draw 1.04-1.06x,
+                # In bf16 the decoder ran 1.75x as fast on an AVX-512-BF16 EPYC, and a bf16 `ldm` draw 1.04x,
                 # images 0.18/255 apart on average (benchmarks/results/latent_decode.md). Layout as loaded (NCHW):
                 # neither layout was faster across runs there.
                 self._autoencoder.net.to(torch.bfloat16)
