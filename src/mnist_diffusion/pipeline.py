@@ -469,10 +469,9 @@ class Pipeline:
         back exactly; the others are filled so that the whole is a digit -- of `labels` if given (then guided as
         `sample` is), else of whatever class the known part suggests.
 
-        steps: default `inpaint_steps`. method: how the known region enters every sampler step
-        (diffusion/inpaint.py). 'project' pastes the
-        known pixels into the step's x0 estimate and rebuilds x_t around it (for a latent model: decode, paste,
-        encode); 'replace' puts the known region of x_t back on the forward process with fresh noise (Song et
+        steps: default `inpaint_steps` (at least 20). method: how the known region enters every sampler step
+        (diffusion/inpaint.py). 'project' pastes the known pixels into the step's x0 estimate and rebuilds x_t
+        around it (for a latent model: decode, paste, encode); 'replace' puts the known region of x_t back on the forward process with fresh noise (Song et
         al. 2021; for a latent model in latent space, on the cells whose 4x4 pixels are all known). resample = r
         > 1 adds RePaint's resampling (Lugmayr et al. 2022): every step is taken r times with DDIM steps (eta 1),
         about r times the network evaluations. Which is better here: benchmarks/results/inpainting.md.
