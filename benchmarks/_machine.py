@@ -30,6 +30,7 @@ def cpu_flags() -> str:
 
 def machine_info() -> str:
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    openmp = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ)
     return (f"{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}{gpu}; "
-            + ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ))
+            f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}{gpu}"
+            + (f"; {openmp}" if openmp else ""))

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-import mnist_diffusion  # noqa: E402, F401  (before torch: it sets OMP_WAIT_POLICY=PASSIVE, as under the CLI)
+import mnist_diffusion  # noqa: E402, F401  (before torch: it sets OpenMP's waiting, as under the CLI)
 
 import torch  # noqa: E402
 

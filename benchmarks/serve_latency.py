@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+import mnist_diffusion  # noqa: F401  (before torch: it sets OpenMP's waiting, as under `mnist-diffusion serve`)
+
 import httpx
 import torch
 import uvicorn

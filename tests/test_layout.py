@@ -10,7 +10,7 @@ PACKAGE = ROOT / "src" / "mnist_diffusion"
 
 # Floors, lowest first: a module may import from its own floor and the ones below, never from above.
 FLOORS = [
-    {"errors", "files", "config"},
+    {"errors", "files", "config", "openmp"},
     {"assets", "recipes", "device", "precision", "images", "data"},
     {"models", "diffusion", "checkpoint", "evaluation", "compiled"},
     {"latent"},

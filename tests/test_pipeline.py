@@ -67,6 +67,10 @@ def test_a_callback_sees_every_step_in_image_space_and_may_replace_x_t():
     def callback(step):
         seen.append((step["i"], step["steps"], tuple(step["x_t"].shape), tuple(step["z_t"].shape), step["start"]))
         assert step["x0"] is step["denoised"]
+        # x_t and x0 are decoded in one call; each is its own latent's decoding
+        for image, latent in ((step["x_t"], step["z_t"]), (step["x0"], step["z0"])):
+            assert torch.allclose(image, pipe.decode(latent), atol=2e-2)  # bf16 rounding may differ by batch
+        assert not torch.allclose(step["x_t"], step["x0"])
         return torch.zeros_like(step["z_t"]) if step["i"] == 0 else None
 
     out = pipe.sample(2, steps=3, callback=callback, labels=[1, 2])

@@ -9,13 +9,10 @@
 See docs/api.md.
 """
 
-import os
+# OpenMP reads its settings once, when torch loads: set them before it does (a short spin on a quiet machine).
+from mnist_diffusion import openmp
 
-# Idle OpenMP threads sleep instead of spinning: on a small machine shared with other work, spinning threads
-# steal the cores the busy ones need (docs/performance.md; on a quiet machine sleeping measured no slower:
-# benchmarks/results/compiled_sampling.md against compiled_sampling_spin.md). Set before torch loads, because
-# OpenMP reads it once; a value the user exported wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+openmp.set_waiting()
 
 __version__ = "0.1.0"
 
