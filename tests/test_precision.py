@@ -2,6 +2,7 @@
 on the same seeds, training under bf16 autocast, --precision on the command line and configs that still say bf16."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -207,6 +208,8 @@ def test_training_under_bf16_autocast_keeps_fp32_weights_and_says_why(tmp_path):
                                 train={"batch_size": 32, "max_steps": 2, "threads": 1, "precision": "bf16"})
     start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert start["precision"] == "bf16" and start["precision_reason"].startswith("asked for")
+    # what else sets its speed: the threads it ran on and how OpenMP's idle threads waited
+    assert start["threads"] == 1 and start["openmp"]["OMP_WAIT_POLICY"] == os.environ["OMP_WAIT_POLICY"]
     state = load(run, precision="fp32")
     assert all(v.dtype == torch.float32 for v in state.net.state_dict().values() if v.is_floating_point())
 

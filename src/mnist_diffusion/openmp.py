@@ -7,6 +7,7 @@ import time
 from collections.abc import MutableMapping
 
 SPIN_COUNT = "3000"  # libgomp spins this often before it sleeps (it assumes ~100 spins a microsecond)
+VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 def openmp_waiting(environ: dict[str, str], runnable: list[int] | None) -> dict[str, str]:
@@ -48,3 +49,8 @@ def set_waiting(environ: MutableMapping[str, str] = os.environ) -> dict[str, str
     added = openmp_waiting(dict(environ), runnable_threads())
     environ.update(added)
     return added
+
+
+def waiting() -> dict[str, str]:
+    """The OpenMP waiting variables this process runs with (what a run's metrics record beside its speed)."""
+    return {k: os.environ[k] for k in VARIABLES if k in os.environ}

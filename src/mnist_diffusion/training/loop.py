@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from mnist_diffusion import checkpoint as ckpt
+from mnist_diffusion import openmp
 from mnist_diffusion.config import RunConfig
 from mnist_diffusion.data import to_float, training_images
 from mnist_diffusion.device import resolve_device
@@ -251,6 +252,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
         numerics = resolve_precision(cfg.train.precision, device, "train")
         info = {"event": "start", "parameters": count_parameters(net), "device": str(device),
                 "precision": numerics.precision, "precision_reason": numerics.reason,
+                "threads": torch.get_num_threads(), "openmp": openmp.waiting(),
                 "world_size": dist.world_size, "time": time.time()}
         with open(run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(info) + "\n")
