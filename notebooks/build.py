@@ -24,11 +24,10 @@ import os
 import time
 from pathlib import Path
 
+import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait, read once when torch loads
 import numpy as np
 import torch
 from IPython.display import Image, display
-
-import mnist_diffusion as md
 from mnist_diffusion import figures
 
 TINY = os.environ.get("MNIST_DIFFUSION_NOTEBOOK_SIZE", "full") == "tiny"  # the test suite's quick run
