@@ -12,7 +12,7 @@ API (JSON in; errors are HTTP 400 with {"error": sentence}, and the server keeps
                            page offers (inpaint_steps: what /api/inpaint uses when steps is left out)
     POST /api/generate     {model, digit|null, guidance, sampler, steps, seed} -> NDJSON stream, one line per step
                            {"i", "steps", "t", "x_t", "x0"} (base64 of 784 uint8 pixels), then {"done", "image",
-                           "seconds", "first_frame_seconds"}
+                           "seconds", "first_frame_seconds", "threads"} (threads: see `ThreadChoice`)
     POST /api/inpaint      {model, image, mask (base64, 784 bytes each; mask nonzero = known), digit|null, steps,
                            seed, method, resample} -> the same stream, the completion last
     POST /api/grid         {model, digit|null, n, guidance, sampler, steps, seed} -> image/png
@@ -30,6 +30,7 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -58,13 +59,49 @@ def _decode_pixels(text: Any, what: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(28, 28)
 
 
+class ThreadChoice:
+    """How many intra-op threads one model's one-digit requests run on: all of them or one, whichever is faster.
+
+    A digit at a time is a batch of one or two, so each of a step's hundreds of parallel loops is tiny: on a quiet
+    2-core virtual machine, waking the other core for each one made the page's digits 1.4-1.8x as slow as one
+    thread did (benchmarks/results/serve_latency.md against serve_latency_all_threads.md); where wake-ups are
+    cheap or cores many, all threads may win. So the first requests after a model's warm-up alternate between the two, `TRIALS` each, and
+    then the one with the shorter median time per frame is kept.
+    """
+
+    TRIALS = 2
+
+    def __init__(self, most: int, try_one: bool = True):
+        self.options = [most, 1] if most > 1 and try_one else [most]
+        self.seconds: dict[int, list[float]] = {n: [] for n in self.options}
+        self.warm = False
+
+    @property
+    def decided(self) -> int | None:
+        if all(len(v) >= self.TRIALS for v in self.seconds.values()):
+            return min(self.options, key=lambda n: float(np.median(self.seconds[n])))
+        return None
+
+    def pick(self) -> int:
+        if self.decided is not None:
+            return self.decided
+        return min(self.options, key=lambda n: len(self.seconds[n]))  # the one tried least, all threads first
+
+    def record(self, threads: int, seconds_per_frame: float) -> None:
+        if not self.warm:  # the first request also warms the model up: not a fair time
+            self.warm = True
+        elif self.decided is None:
+            self.seconds[threads].append(seconds_per_frame)
+
+
 class Server:
     """The models a page can use (loaded on first use) and the lock that lets one sampler run at a time."""
 
-    def __init__(self, models: list[str], device: str = "cpu", precision: str = "auto"):
+    def __init__(self, models: list[str], device: str = "cpu", precision: str = "auto", tune_threads: bool = True):
         self.names = list(dict.fromkeys(models))
-        self.device, self.precision = device, precision
+        self.device, self.precision, self.tune_threads = device, precision, tune_threads
         self.loaded: dict[str, Pipeline] = {}
+        self.threads: dict[str, ThreadChoice] = {}
         self.lock = threading.Lock()
 
     def model(self, name: Any) -> Pipeline:
@@ -72,6 +109,9 @@ class Server:
             raise UserError(f"unknown model {name!r}; this server offers {', '.join(self.names)}.")
         if name not in self.loaded:
             self.loaded[name] = load(name, self.device, self.precision)
+            # on a GPU the host's threads only feed it: left as they are
+            self.threads[name] = ThreadChoice(torch.get_num_threads(),
+                                              self.tune_threads and self.loaded[name].device.type == "cpu")
         return self.loaded[name]
 
     def describe(self) -> list[dict]:
@@ -114,12 +154,15 @@ def _settings(pipe: Pipeline, body: dict) -> dict:
             "sampler": body.get("sampler") or None, "labels": None if digit is None else [digit]}
 
 
-def _stream(server: Server, run) -> StreamingResponse:
-    """Run `run(callback)` in a worker thread and stream what the callback sees as NDJSON, one line a step."""
+def _stream(server: Server, model: str, run) -> StreamingResponse:
+    """Run `run(callback)` (one digit of `model`) in a worker thread on the threads `server` picks for the model,
+    and stream what the callback sees as NDJSON, one line a step."""
     frames: queue.Queue = queue.Queue()
     started = time.perf_counter()
+    count = [0]
 
     def callback(step: dict) -> None:
+        count[0] += 1
         frames.put({"i": step["i"], "steps": step["steps"], "t": float(step["t"]),
                     "attempt": step.get("attempt", 0),
                     "x_t": _pixels(to_uint8(step["x_t"][:1].float().cpu(), run.value_range)[0]),
@@ -129,8 +172,17 @@ def _stream(server: Server, run) -> StreamingResponse:
     def work() -> None:
         try:
             with server.lock:
-                out = run(callback)
-            frames.put({"done": True, "image": _pixels(out.images[0]), "seconds": time.perf_counter() - started})
+                choice, most = server.threads[model], torch.get_num_threads()
+                threads = choice.pick()
+                torch.set_num_threads(threads)
+                try:
+                    t0 = time.perf_counter()
+                    out = run(callback)
+                    choice.record(threads, (time.perf_counter() - t0) / max(count[0], 1))
+                finally:
+                    torch.set_num_threads(most)  # a grid of many digits runs on all threads
+            frames.put({"done": True, "image": _pixels(out.images[0]), "seconds": time.perf_counter() - started,
+                        "threads": threads})
         except UserError as e:
             frames.put({"error": str(e)})
         except Exception as e:  # noqa: BLE001 - a failed request must not take the server down
@@ -161,10 +213,12 @@ class _Run:
         return self.call(callback)
 
 
-def create_app(models: list[str] | None = None, device: str = "cpu", precision: str = "auto") -> FastAPI:
+def create_app(models: list[str] | None = None, device: str = "cpu", precision: str = "auto",
+               tune_threads: bool = True) -> FastAPI:
     """The page's app over `models` (packaged names or run directories; default: the packaged models), sampled
-    in `precision` (auto | fp32 | bf16)."""
-    server = Server(models or list(assets.names("model")), device, precision)
+    in `precision` (auto | fp32 | bf16); `tune_threads=False` keeps one-digit requests on all threads
+    (`ThreadChoice`)."""
+    server = Server(models or list(assets.names("model")), device, precision, tune_threads)
     app = FastAPI(title="mnist-diffusion", docs_url=None, redoc_url=None, openapi_url=None)
     page = (resources.files("mnist_diffusion") / "serve" / "page.html").read_text()
 
@@ -195,7 +249,7 @@ def create_app(models: list[str] | None = None, device: str = "cpu", precision: 
         pipe = server.model(body.get("model"))
         kw = _settings(pipe, body)
         pipe.settings(kw["sampler"], kw["steps"], kw["guidance"])  # refuse bad settings before streaming
-        return _stream(server, _Run(pipe.value_range, lambda cb: pipe.sample(1, callback=cb, **kw)))
+        return _stream(server, body["model"], _Run(pipe.value_range, lambda cb: pipe.sample(1, callback=cb, **kw)))
 
     @app.post("/api/inpaint")
     async def inpaint(request: Request):
@@ -214,7 +268,7 @@ def create_app(models: list[str] | None = None, device: str = "cpu", precision: 
         if (mask != 0).all():
             raise UserError("nothing is left to complete: erase part of the digit first.")
         pipe.settings(kw["sampler"], kw["steps"], kw["guidance"])
-        return _stream(server, _Run(pipe.value_range, lambda cb: pipe.inpaint(
+        return _stream(server, body["model"], _Run(pipe.value_range, lambda cb: pipe.inpaint(
             image[None], mask[None], callback=cb, resample=resample, method=method, **kw)))
 
     @app.post("/api/grid")
