@@ -65,8 +65,8 @@ class ThreadChoice:
     A digit at a time is a batch of one or two, so each of a step's hundreds of parallel loops is tiny: on a quiet
     2-core virtual machine, waking the other core for each one made the page's digits 1.4-1.8x as slow as one
     thread did (benchmarks/results/serve_latency.md against serve_latency_all_threads.md); where wake-ups are
-    cheap or cores many, all threads may win. So the first requests after a model's warm-up alternate between the two, `TRIALS` each, and
-    then the one with the shorter median time per frame is kept.
+    cheap or cores many, all threads may win. So the first requests after a model's warm-up alternate between the
+    two, `TRIALS` each, and then the one with the shorter median time per frame is kept.
     """
 
     TRIALS = 2
