@@ -66,7 +66,8 @@ class ThreadChoice:
     2-core virtual machine, waking the other core for each one made the page's digits 1.4-1.8x as slow as one
     thread did (benchmarks/results/serve_latency.md against serve_latency_all_threads.md); where wake-ups are
     cheap or cores many, all threads may win. So the first requests after a model's warm-up alternate between the
-    two, `TRIALS` each, and then the one with the shorter median time per frame is kept.
+    two, `TRIALS` each, and then the one with the shorter median time per frame is kept (a trial request with
+    another sampler, Heun's two passes a step, can tip it; the choice lasts as long as the server).
     """
 
     TRIALS = 2
