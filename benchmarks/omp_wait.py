@@ -59,7 +59,6 @@ def child(args) -> None:
 
     sys.path.insert(0, str(Path(__file__).parent))
     from precision import _trainer
-    from train_throughput import ORDER  # noqa: F401  (the recipes _trainer knows)
 
     rates = {}
     for name in args.workloads:
@@ -148,13 +147,13 @@ def main() -> None:
         "",
         f"Machine: {machine_info()}",
         "",
-        (f"Each cell: images/s, median over {args.rounds} processes (settings in turn, round after round) of the median"
-        f" of {args.repeats} timed calls after a warm-up; sampling draws {args.sample_n} digits a call (one digit where the workload says so) at the "
-        f"model's defaults, training is the package's step at the recipe's batch. Each setting's process is started with "
-        f"`OMP_WAIT_POLICY=PASSIVE` and the `GOMP_SPINCOUNT` shown (libgomp spins that long before it sleeps; "
-        f"0 is what `PASSIVE` alone gives, 300000 libgomp's own default). Busy neighbours: pure-Python loops, each "
-        f"keeping one of the {os.cpu_count()} cores busy beside the measured process. In brackets: against the first "
-        f"spin count."),
+        (f"Each cell: images/s, median over {args.rounds} processes (settings in turn, round after round) of the "
+         f"median of {args.repeats} timed calls after a warm-up; sampling draws {args.sample_n} digits a call (one "
+         f"digit where the workload says so) at the model's defaults, training is the package's step at the "
+         f"recipe's batch. Each setting's process is started with `OMP_WAIT_POLICY=PASSIVE` and the "
+         f"`GOMP_SPINCOUNT` shown (libgomp spins that long before it sleeps; 0 is what `PASSIVE` alone gives, "
+         f"300000 libgomp's own default). Busy neighbours: pure-Python loops, each keeping one of the "
+         f"{os.cpu_count()} cores busy beside the measured process. In brackets: against the first spin count."),
         "",
     ]
     for condition, by_spins in results.items():
