@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -28,9 +29,22 @@ def cpu_flags() -> str:
     return " ".join(found) if found else "no AVX-512/AMX"
 
 
+def cpus() -> str:
+    """"2 cores", or "2 logical CPUs (2 per core)" where they share cores (SMT): two threads on one core share
+    its matrix and vector units, which caps what the second can add."""
+    n = os.cpu_count()
+    try:
+        siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text().strip()
+        ranges = [part.split("-") for part in siblings.split(",")]
+        per_core = sum(int(r[-1]) - int(r[0]) + 1 for r in ranges)
+    except (OSError, ValueError):
+        return f"{n} CPUs"
+    return f"{n} cores" if per_core == 1 else f"{n} logical CPUs ({per_core} per core)"
+
+
 def machine_info() -> str:
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     openmp = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ)
-    return (f"{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, torch {torch.__version__} "
+    return (f"{cpu_model()} ({cpu_flags()}), {cpus()}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}{gpu}"
             + (f"; {openmp}" if openmp else ""))
