@@ -22,6 +22,7 @@ Writes benchmarks/results/profile_ops.md (--out) with the command and the machin
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import sys
 import tempfile
@@ -113,12 +114,41 @@ def measure(call, calls: int, warmup: int) -> tuple[float, dict[str, float], lis
     return sorted(walls)[len(walls) // 2], dict(groups), ops
 
 
+def onednn_kernels(call) -> dict[tuple[str, str, str], list]:
+    """One call under oneDNN's verbose mode: (primitive, implementation, propagation) -> [calls, ms], from the
+    execution lines oneDNN prints to the process's stdout (captured at the file-descriptor level). The
+    implementation names the instruction set a kernel uses (`..._amx`, `avx512_core_bf16`, `avx2`...), which says
+    whether the bf16 matrix units do the work; `reorder` rows are layout conversions around the kernels."""
+    libc = ctypes.CDLL(None)
+    with tempfile.TemporaryFile(mode="w+") as captured:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(captured.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                call()
+            libc.fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        captured.seek(0)
+        kernels: dict[tuple[str, str, str], list] = defaultdict(lambda: [0, 0.0])
+        for line in captured:
+            parts = line.rstrip("\n").split(",")
+            if len(parts) > 8 and parts[2:5] == ["primitive", "exec", "cpu"]:
+                entry = kernels[(parts[5], parts[6], parts[7])]
+                entry[0] += 1
+                entry[1] += float(parts[-1])
+    return dict(kernels)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--calls", type=int, default=3, help="profiled (and, before, timed) calls per variant")
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls first (the compile happens here)")
+    ap.add_argument("--no-onednn", action="store_true", help="skip the oneDNN kernel table (one verbose call)")
     ap.add_argument("--top", type=int, default=8, help="operators listed per workload (of its last variant)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "profile_ops.md")
     args = ap.parse_args()
@@ -130,12 +160,14 @@ def main() -> None:
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.workloads:
-            results = {}
+            results, kernels = {}, {}
             for variant in args.variants:
                 call, images = workload(name, variant, Path(tmp) / variant.replace(" ", "-"))
                 results[variant] = measure(call, args.calls, args.warmup)
+                kernels[variant] = {} if args.no_onednn else onednn_kernels(call)
                 print(f"{name} {variant}: {results[variant][0]:.0f} ms per call", flush=True)
             sections.append(section(name, images, results, args.top))
+            sections += [kernel_table(v, k, args.top) for v, k in kernels.items() if k]
     elapsed = time.perf_counter() - started
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = "\n".join([
@@ -182,6 +214,17 @@ def section(name: str, images: int, results: dict, top: int) -> str:
     lines += ["", f"Top operators in {last} (self ms per call): " + ", ".join(
         f"`{short(op)}` {ms:.1f}" for op, ms in results[last][2][:top]) + ".", ""]
     return "\n".join(lines)
+
+
+def kernel_table(variant: str, kernels: dict, top: int) -> str:
+    total = sum(ms for _, ms in kernels.values())
+    reorder = sum(ms for (prim, _, _), (_, ms) in kernels.items() if prim == "reorder")
+    lines = [f"oneDNN in {variant}, one call: {total:.1f} ms in its kernels, {reorder:.1f} of them in layout "
+             f"reorders; the {top} costliest:", "",
+             "| primitive | implementation | propagation | calls | ms |", "|---|---|---|---|---|"]
+    for (prim, impl, prop), (count, ms) in sorted(kernels.items(), key=lambda kv: -kv[1][1])[:top]:
+        lines.append(f"| {prim} | `{impl}` | {prop} | {count} | {ms:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
