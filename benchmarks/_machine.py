@@ -44,7 +44,9 @@ def cpus() -> str:
 
 def machine_info() -> str:
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    openmp = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ)
+    # Environment that changes the figures: OpenMP's waiting, and the instruction sets torch and oneDNN may use.
+    names = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+    openmp = ", ".join(f"{k}={os.environ[k]}" for k in names if k in os.environ)
     return (f"{cpu_model()} ({cpu_flags()}), {cpus()}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), {torch.backends.cpu.get_cpu_capability()}{gpu}"
             + (f"; {openmp}" if openmp else ""))

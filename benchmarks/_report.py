@@ -19,9 +19,13 @@ def baseline_row(title: str, s: dict, base_fid: float, before: int, after: int, 
 
 
 def write_table(path, lines: list[str]) -> str:
-    """Print the results page made of `lines` and write it to `path` (folders made as needed); returns its text."""
+    """Print the results page made of `lines` and write it to `path` atomically (folders made as needed);
+    returns its text."""
+    from mnist_diffusion.files import atomic_write_text
+
     text = "\n".join(lines) + "\n"
-    print(text)
+    print("\n" + text)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    atomic_write_text(path, text)
+    print(f"wrote {path}")
     return text

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
-from mnist_diffusion.files import atomic_write_text  # noqa: E402
+from _report import write_table  # noqa: E402
 from precision import _trainer, timed_rounds  # noqa: E402
 from train_throughput import ORDER  # noqa: E402
 
@@ -85,17 +85,15 @@ def main() -> None:
         f"Machine: {machine}; 1-minute load average at the end {load:.1f} (other processes share the cores)", "",
         f"The package's training step, batch {batch}, {args.steps} steps x {args.rounds} rounds after {args.warmup} "
         "warm-up steps, variants in turn each round, median; bf16 = autocast with fp32 master weights; the same "
-        "seed, data and noise in every variant, so the mean losses compare the numerics at equal steps.", "",
+        "seed, data and noise in every variant, so the mean losses compare the numerics at equal steps. Layout: "
+        "what `train.channels_last=auto` picks (channels_last in fp32 on the CPU, NCHW for the U-Nets in bf16) "
+        "unless the variant says channels_last.", "",
         "| variant | images/s | / fp32 | warm-up s (compile) | mean loss |", "|---|---|---|---|---|",
     ]
     for name in runs:
         lines.append(f"| {name} | {ips[name]:.1f} | {ips[name] / ips['fp32']:.2f}x | {warmup_s[name]:.1f} | "
                      f"{statistics.fmean(losses[name]):.4f} |")
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, text)
-    print(f"wrote {args.out}")
+    write_table(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
-from mnist_diffusion.files import atomic_write_text  # noqa: E402
+from _report import write_table  # noqa: E402
 from mnist_diffusion.pipeline import load  # noqa: E402
 from precision import _trainer  # noqa: E402
 
@@ -170,7 +170,7 @@ def main() -> None:
             sections += [kernel_table(v, k, args.top) for v, k in kernels.items() if k]
     elapsed = time.perf_counter() - started
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    text = "\n".join([
+    write_table(args.out, [
         "# Where the time goes: operators by group, fp32 against bf16", "",
         f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip()
         + f" ({elapsed / 60:.1f} min)", "",
@@ -179,11 +179,7 @@ def main() -> None:
         "over the variant's (above 1: faster). `train ddpm-cond`: one training step, batch 128, bf16 = autocast; "
         f"`sample MODEL`: one `Pipeline.sample` call of {SAMPLE_N} digits at the model's defaults.", "",
         *sections,
-    ]) + "\n"
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, text)
-    print(f"wrote {args.out}")
+    ])
 
 
 def section(name: str, images: int, results: dict, top: int) -> str:

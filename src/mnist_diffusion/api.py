@@ -99,7 +99,8 @@ def train(recipe: str | RunConfig = "seed", out: str | Path | None = None, *, re
             if main and progress:
                 verb = "Resuming" if resume is not None else "Training"
                 numerics = resolve_precision(cfg.train.precision, trainer.device, "train")
-                print(f"{verb} {cfg.recipe} in {run_dir} on {trainer.device} in {numerics} "
+                layout = ", channels_last" if trainer.channels_last else ""
+                print(f"{verb} {cfg.recipe} in {run_dir} on {trainer.device} in {numerics}{layout} "
                       f"(step {trainer.progress.step} of {trainer.total_steps()})", file=sys.stderr)
             try:
                 trainer.fit(progress_bar=progress)

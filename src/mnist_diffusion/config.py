@@ -161,7 +161,7 @@ class TrainConfig:
     eval_samples: Annotated[int, Range(2)] = 500
     device: DeviceName = "auto"
     precision: Precision = "auto"  # bf16 autocast (fp32 master weights) where it is fast: CUDA, AMX CPUs
-    channels_last: bool = False
+    channels_last: Literal["auto"] | bool = "auto"  # NHWC maps; auto: where faster (training/layout.py)
     compile: bool = False
     threads: PositiveInt | None = None  # CPU threads; None = torch's default
 
@@ -233,6 +233,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(e)
         if value is None:
             raise ConfigError(f"{where} may not be null.")
+        if all(typing.get_origin(o) is Literal or o is bool for o in options):  # e.g. "auto" | true | false
+            allowed = [json.dumps(a) if not isinstance(a, str) else a for o in options
+                       for a in (typing.get_args(o) if o is not bool else (True, False))]
+            raise ConfigError(f"{where} is {value!r}; choose one of: {', '.join(allowed)}.")
         raise errors[0]
     if origin is Annotated:
         base, *extras = typing.get_args(tp)

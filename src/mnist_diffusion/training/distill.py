@@ -38,6 +38,7 @@ from mnist_diffusion.diffusion.schedule import NoiseSchedule, make_schedule, tim
 from mnist_diffusion.latent import encode_latents, load_autoencoder, weights_sha256
 from mnist_diffusion.models import build_model
 from mnist_diffusion.recipes import get_recipe
+from mnist_diffusion.training.layout import resolve_layout
 
 STUDENT_SAMPLER = {"trajectory": "ddim", "consistency": "consistency"}
 
@@ -67,7 +68,7 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher:
         raise ConfigError(f"This run was distilled from the teacher whose weights hash to {d.teacher_sha256}, but "
                           f"{path} hashes to {sha}; point distill.teacher at the teacher it started from.")
     net = ckpt.load_weights(build_model(tc.model).to(device), weights, path).eval().requires_grad_(False)
-    if cfg.train.channels_last:
+    if resolve_layout(cfg, device).channels_last:  # the student's layout
         net = net.to(memory_format=torch.channels_last)
     return Teacher(net, tc, weights, sha, path)
 

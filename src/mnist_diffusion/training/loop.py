@@ -39,6 +39,7 @@ from mnist_diffusion.training.data_order import batches_per_epoch, epoch_batches
 from mnist_diffusion.training.distill import bind_teacher, init_student
 from mnist_diffusion.training.ema import EMA
 from mnist_diffusion.training.latent_binding import bind_autoencoder
+from mnist_diffusion.training.layout import resolve_layout
 from mnist_diffusion.training.logger import MetricsLogger, rewind_metrics
 from mnist_diffusion.training.objectives import make_objective
 from mnist_diffusion.training.optim import build_optimizer, load_optimizer_tensors, lr_at, optimizer_tensors
@@ -78,13 +79,14 @@ class Trainer:
     objective: Any
     progress: Progress = field(default_factory=Progress)
     generator: torch.Generator | None = None
+    channels_last: bool = False  # NHWC weights and batches (`layout.resolve_layout`)
     dist: dist_utils.Dist = field(default_factory=dist_utils.Dist)
     train_net: nn.Module | None = None  # DDP-wrapped and/or compiled view of `net` used for the forward pass
 
     # ---- one step -------------------------------------------------------------------------------------
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_float(self.images[indices], self.cfg.data.value_range)
-        if self.cfg.train.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.labels[indices]
 
@@ -230,14 +232,16 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     net = build_model(cfg.model).to(device)
     if teacher is not None:
         init_student(net, teacher, cfg)  # before the EMA copies it
-    if cfg.train.channels_last:
+    layout = resolve_layout(cfg, device)
+    if layout.channels_last:
         net = net.to(memory_format=torch.channels_last)
     ema = EMA(net, cfg.train.ema_decay) if cfg.train.ema_decay and dist.is_main else None  # rank 0 samples
     opt = build_optimizer(net, cfg.train)
     images, labels = training_images(cfg.data, device)
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 1 + dist.rank)
     objective = make_objective(cfg, device, teacher)
-    trainer = Trainer(cfg, run_dir, device, net, opt, ema, images, labels, objective, dist=dist, generator=generator)
+    trainer = Trainer(cfg, run_dir, device, net, opt, ema, images, labels, objective, dist=dist, generator=generator,
+                      channels_last=layout.channels_last)
     trainer.train_net = dist_utils.wrap(net, dist, device)
     if cfg.train.compile:
         trainer.train_net = torch.compile(trainer.train_net or net)  # the plain `net` is what gets saved
@@ -252,6 +256,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
         numerics = resolve_precision(cfg.train.precision, device, "train")
         info = {"event": "start", "parameters": count_parameters(net), "device": str(device),
                 "precision": numerics.precision, "precision_reason": numerics.reason,
+                "channels_last": layout.channels_last, "layout_reason": layout.reason,
                 "threads": torch.get_num_threads(), "openmp": openmp.waiting(),
                 "world_size": dist.world_size, "time": time.time()}
         with open(run_dir / "metrics.jsonl", "a") as f:
