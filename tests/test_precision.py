@@ -151,6 +151,26 @@ def test_group_norm_module_is_nn_group_norm_and_close_in_bf16(side):
 
 
 @pytest.mark.parametrize("side", [28, 7])
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5])
+def test_group_norm_in_batch_chunks_gives_the_whole_batch_result(monkeypatch, side, chunk_rows):
+    """Without autograd a bf16 channels_last map is normalised a cache-sized chunk of the batch at a time: the same
+    values, to the bit, as the whole batch at once (what autograd and torch.compile get)."""
+    from mnist_diffusion.models import blocks
+
+    torch.manual_seed(0)
+    norm = GroupNorm(8, 32).to(torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    x = (torch.randn(5, 32, side, side) * 3 + 1).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    whole = norm(x).detach()  # weights require grad: the one-pass form
+    monkeypatch.setattr(blocks, "CHUNK_BYTES", chunk_rows * 4 * x[0].numel())
+    with torch.no_grad():
+        chunked = norm(x)
+    assert chunked.is_contiguous(memory_format=torch.channels_last) and chunked.dtype == torch.bfloat16
+    assert torch.equal(chunked, whole)
+
+
+@pytest.mark.parametrize("side", [28, 7])
 def test_group_norm_bf16_paths_train(side):
     norm = GroupNorm(4, 16)
     x = torch.randn(2, 16, side, side).to(torch.bfloat16).contiguous(memory_format=torch.channels_last).requires_grad_()

@@ -82,6 +82,38 @@ class Conditioning:
         return F.silu(emb)
 
 
+# Batch rows per pass when no gradient is wanted: fp32 copies of about this many bytes stay in a core's cache,
+# where an fp32 copy of a whole 128x32x28x28 batch (13 MB) costs more to write and read back than the arithmetic
+# (benchmarks/results/group_norm_chunks.md). Each sample is normalised on its own, so the results are the same.
+CHUNK_BYTES = 1 << 20
+
+
+def _chunk_rows(bytes_per_row: int) -> int:
+    """Batch rows per chunk of about `CHUNK_BYTES` (at least one)."""
+    return max(1, CHUNK_BYTES // max(1, bytes_per_row))
+
+
+def _one_pass(*tensors: torch.Tensor | None) -> bool:
+    """Whether to take the whole batch at once: for autograd, and under torch.compile, which fuses the passes."""
+    return torch.compiler.is_compiling() or (
+        torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+
+
+def _channel_sums(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums of rows and rows^2 over positions in fp32: (B, P, C) of any float dtype -> two (B, C)."""
+    if _one_pass(rows):
+        r = rows.float()
+        return r.sum(1), (r * r).sum(1)
+    b, p, c = rows.shape
+    sums, squares = (torch.empty(b, c, dtype=torch.float32, device=rows.device) for _ in range(2))
+    step = _chunk_rows(4 * p * c)
+    for i in range(0, b, step):
+        r = rows[i:i + step].float()
+        sums[i:i + step] = r.sum(1)
+        squares[i:i + step] = (r * r).sum(1)
+    return sums, squares
+
+
 def group_norm_fp32_stats(x: torch.Tensor, groups: int, weight: torch.Tensor | None = None,
                           bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
     """F.group_norm(x, groups, weight, bias, eps) computed as per-channel fp32 sums and one scale-and-shift.
@@ -97,10 +129,10 @@ def group_norm_fp32_stats(x: torch.Tensor, groups: int, weight: torch.Tensor | N
     b, c = x.shape[:2]
     channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     rows = x.permute(0, 2, 3, 1).reshape(b, -1, c) if channels_last else x.reshape(b, c, -1).transpose(1, 2)
-    rows = rows.float()  # (B, positions, C)
+    sums, squares = _channel_sums(rows)  # (B, C) each, fp32
     count = rows.shape[1] * (c // groups)
-    mean = rows.sum(1).view(b, groups, -1).sum(2) / count  # (B, G)
-    var = ((rows * rows).sum(1).view(b, groups, -1).sum(2) / count - mean * mean).clamp_min(0)
+    mean = sums.view(b, groups, -1).sum(2) / count  # (B, G)
+    var = (squares.view(b, groups, -1).sum(2) / count - mean * mean).clamp_min(0)
     scale = torch.rsqrt(var + eps).repeat_interleave(c // groups, dim=1)  # (B, C)
     shift = -mean.repeat_interleave(c // groups, dim=1) * scale
     if weight is not None:
@@ -135,7 +167,13 @@ class GroupNorm(nn.GroupNorm):
                 return group_norm_fp32_stats(x, self.num_groups, self.weight, self.bias, self.eps)
             weight = None if self.weight is None else self.weight.float()
             bias = None if self.bias is None else self.bias.float()
-            return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
+            if _one_pass(x, self.weight, self.bias):
+                return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
+            out = torch.empty_like(x)  # channels_last, x's dtype; filled a cache-sized chunk of the batch at a time
+            step = _chunk_rows(4 * x[0].numel())
+            for i in range(0, len(x), step):
+                out[i:i + step] = F.group_norm(x[i:i + step].float(), self.num_groups, weight, bias, self.eps)
+            return out
         return super().forward(x)
 
 
