@@ -18,6 +18,23 @@ def baseline_row(title: str, s: dict, base_fid: float, before: int, after: int, 
     return "| " + " | ".join(cells) + " |"
 
 
+def header(title: str, started: float) -> list[str]:
+    """A results page's first lines: its title, the command that made it (with the environment that changes
+    which kernels run) and how long it took since `started` (time.perf_counter), and the machine."""
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    from _machine import machine_info
+
+    env = "".join(f"{k}={os.environ[k]} " for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ)
+    command = f"{env}python benchmarks/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}".rstrip()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return [f"# {title}", "", f"Command: `{command}` ({(time.perf_counter() - started) / 60:.1f} min)", "",
+            f"Machine: {machine_info()}; 1-minute load average at the end {load:.1f}", ""]
+
+
 def write_table(path, lines: list[str]) -> str:
     """Print the results page made of `lines` and write it to `path` atomically (folders made as needed);
     returns its text."""

@@ -38,7 +38,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
-from _report import write_table  # noqa: E402
+from _report import header, write_table  # noqa: E402
 from mnist_diffusion.pipeline import load  # noqa: E402
 from precision import _trainer  # noqa: E402
 
@@ -168,13 +168,8 @@ def main() -> None:
                 print(f"{name} {variant}: {results[variant][0]:.0f} ms per call", flush=True)
             sections.append(section(name, images, results, args.top))
             sections += [kernel_table(v, k, args.top) for v, k in kernels.items() if k]
-    elapsed = time.perf_counter() - started
-    load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     write_table(args.out, [
-        "# Where the time goes: operators by group, fp32 against bf16", "",
-        f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip()
-        + f" ({elapsed / 60:.1f} min)", "",
-        f"Machine: {machine}; 1-minute load average at the end {load_avg:.1f}", "",
+        *header("Where the time goes: operators by group, fp32 against bf16", started),
         "Self CPU ms per call from torch.profiler, median wall ms per call unprofiled; `/ fp32` is fp32's ms "
         "over the variant's (above 1: faster). `train ddpm-cond`: one training step, batch 128, bf16 = autocast; "
         f"`sample MODEL`: one `Pipeline.sample` call of {SAMPLE_N} digits at the model's defaults.", "",

@@ -17,7 +17,6 @@ Writes benchmarks/results/train_layout.md (--out) with the command and the machi
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_info  # noqa: E402
-from _report import write_table  # noqa: E402
+from _report import header, write_table  # noqa: E402
 from mnist_diffusion.config import with_changes  # noqa: E402
 from mnist_diffusion.training.layout import resolve_layout  # noqa: E402
 from precision import _trainer, timed_rounds  # noqa: E402
@@ -74,14 +73,8 @@ def main() -> None:
                                                                             losses.items()}, auto))
                 print(f"{recipe} {precision}: NCHW {ips['NCHW']:.1f}, channels_last {ips['channels_last']:.1f} "
                       f"images/s ({ips['channels_last'] / ips['NCHW']:.2f}x)", flush=True)
-    elapsed = time.perf_counter() - started
-    env = "".join(f"{k}={os.environ[k]} " for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        "# Training speed: NCHW against channels_last", "",
-        f"Command: `{env}python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip()
-        + f" ({elapsed / 60:.1f} min)", "",
-        f"Machine: {machine}; 1-minute load average at the end {load:.1f}", "",
+        *header("Training speed: NCHW against channels_last", started),
         f"The package's training step, {args.steps} steps x {args.rounds} rounds after {args.warmup} warm-up steps, "
         "the two layouts in turn each round, median images/s; the same seed, data and noise in both, so the mean "
         "losses compare them at equal steps. `auto`: what `train.channels_last=auto` picks for that recipe and "

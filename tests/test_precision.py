@@ -162,12 +162,23 @@ def test_group_norm_in_batch_chunks_gives_the_whole_batch_result(monkeypatch, si
     with torch.no_grad():
         norm.weight.normal_(), norm.bias.normal_()
     x = (torch.randn(5, 32, side, side) * 3 + 1).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-    whole = norm(x).detach()  # weights require grad: the one-pass form
+    x.requires_grad_()
+    whole = norm(x).detach()  # autograd: the one-pass form
     monkeypatch.setattr(blocks, "CHUNK_BYTES", chunk_rows * 4 * x[0].numel())
     with torch.no_grad():
         chunked = norm(x)
     assert chunked.is_contiguous(memory_format=torch.channels_last) and chunked.dtype == torch.bfloat16
     assert torch.equal(chunked, whole)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_group_norm_of_a_channels_last_map_without_gradient_trains_its_affine(dtype):
+    """torch 2.13's own channels_last GroupNorm backward crashes the process when only the weight and bias want
+    gradients (a norm reading the network's input); the package's GroupNorm steers that case to NCHW."""
+    norm = GroupNorm(4, 8).to(dtype)
+    x = torch.randn(3, 8, 7, 7).to(dtype).contiguous(memory_format=torch.channels_last)
+    norm(x).float().square().sum().backward()
+    assert torch.isfinite(norm.weight.grad).all() and torch.isfinite(norm.bias.grad).all()
 
 
 @pytest.mark.parametrize("side", [28, 7])

@@ -171,6 +171,23 @@ def test_res_block_uses_the_embedding(scale_shift):
     assert not torch.allclose(out, block(x, emb + 1.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scale_shift", [False, True])
+@pytest.mark.parametrize("widths", [(8, 16), (16, 16)])  # a 1x1 skip, and an identity skip
+def test_res_block_writes_in_place_only_without_autograd_and_gives_the_same_values(dtype, scale_shift, widths):
+    torch.manual_seed(0)
+    block = ResBlock(*widths, embed_dim=4, groups=4, scale_shift=scale_shift).to(dtype)
+    x = torch.randn(3, widths[0], 7, 7).to(dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+    emb = torch.randn(3, 4).to(dtype)
+    kept = x.detach().clone()
+    with_graph = block(x, emb)  # autograd: the out-of-place form
+    with torch.no_grad():
+        in_place = block(x, emb)
+    assert torch.equal(in_place, with_graph.detach()) and torch.equal(x.detach(), kept)  # x is never written
+    with_graph.float().square().sum().backward()  # autograd still has what it saved
+    assert x.grad is not None and all(p.grad is not None for p in block.parameters())
+
+
 def test_channels_last_gives_the_same_output():
     net = _net(num_classes=10)
     _randomise_zero_init(net)

@@ -84,8 +84,10 @@ class Conditioning:
 
 # Batch rows per pass when no gradient is wanted: fp32 copies of about this many bytes stay in a core's cache,
 # where an fp32 copy of a whole 128x32x28x28 batch (13 MB) costs more to write and read back than the arithmetic
-# (benchmarks/results/group_norm_chunks.md). Each sample is normalised on its own, so the results are the same.
+# (benchmarks/results/inference_memory.md). Each sample is normalised on its own, so the results are the same.
 CHUNK_BYTES = 1 << 20
+# Without autograd, ResBlock's SiLUs and adds write into the fresh maps they read (`ResBlock.forward`).
+INPLACE_INFERENCE = True
 
 
 def _chunk_rows(bytes_per_row: int) -> int:
@@ -93,10 +95,13 @@ def _chunk_rows(bytes_per_row: int) -> int:
     return max(1, CHUNK_BYTES // max(1, bytes_per_row))
 
 
+def _wants_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _one_pass(*tensors: torch.Tensor | None) -> bool:
     """Whether to take the whole batch at once: for autograd, and under torch.compile, which fuses the passes."""
-    return torch.compiler.is_compiling() or (
-        torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+    return torch.compiler.is_compiling() or _wants_grad(*tensors)
 
 
 def _channel_sums(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,8 +166,12 @@ class GroupNorm(nn.GroupNorm):
     own kernel, so fp32 results are torch's to the bit."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.dtype in (torch.bfloat16, torch.float16) and x.dim() == 4 and not x.is_contiguous()
-                and x.is_contiguous(memory_format=torch.channels_last)):
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        if channels_last and not x.requires_grad and _wants_grad(self.weight, self.bias):
+            # torch 2.13's channels_last GroupNorm backward crashes (a segmentation fault) when only the weight
+            # and bias want gradients, as for a norm that reads the network's input; NCHW is safe.
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        if x.dtype in (torch.bfloat16, torch.float16) and channels_last:
             if x.shape[-2] * x.shape[-1] >= FP32_STATS_MIN_POSITIONS:
                 return group_norm_fp32_stats(x, self.num_groups, self.weight, self.bias, self.eps)
             weight = None if self.weight is None else self.weight.float()
@@ -181,6 +190,15 @@ def group_norm(channels: int, groups: int) -> GroupNorm:
     """GroupNorm with at most `groups` groups, reduced to the largest divisor of `channels` so any width works."""
     g = math.gcd(max(1, groups), channels)
     return GroupNorm(g, channels)
+
+
+def _add(fresh: torch.Tensor, other: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """fresh + other, written into `fresh` (a map no one else holds) when `inplace` and the sum keeps its dtype
+    and shape."""
+    if inplace and torch.result_type(fresh, other) == fresh.dtype and torch.broadcast_shapes(
+            fresh.shape, other.shape) == fresh.shape:
+        return fresh.add_(other)
+    return fresh + other
 
 
 class ResBlock(nn.Module):
@@ -213,15 +231,19 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        # Without autograd the SiLUs and adds write into the fresh maps they read instead of allocating new ones:
+        # the same values, an fp32 `ddpm-cond` draw 1.11x faster and a bf16 one 1.02-1.06x (benchmarks/results/
+        # inference_memory.md). Autograd needs the inputs it saved, so training keeps the out-of-place form.
+        inplace = INPLACE_INFERENCE and not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         e = self.emb_proj(emb)[:, :, None, None]
         if self.scale_shift:
             scale, shift = e.chunk(2, dim=1)
             h = self.norm2(h) * (1 + scale) + shift
         else:
-            h = self.norm2(h + e)
-        h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
+            h = self.norm2(_add(h, e, inplace))
+        h = self.conv2(self.dropout(F.silu(h, inplace=inplace)))
+        return _add(h, self.skip(x), inplace)
 
 
 class SelfAttention2d(nn.Module):
