@@ -233,8 +233,9 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         # Without autograd the SiLUs and adds write into the fresh maps they read instead of allocating new ones:
         # the same values, an fp32 `ddpm-cond` draw 1.11x faster and a bf16 one 1.02-1.06x (benchmarks/results/
-        # inference_memory.md). Autograd needs the inputs it saved, so training keeps the out-of-place form.
-        inplace = INPLACE_INFERENCE and not torch.is_grad_enabled()
+        # inference_memory.md). Autograd needs the inputs it saved, so training keeps the out-of-place form, and so
+        # does torch.compile, which fuses these ops itself (its graphs ran slower with the writes in place).
+        inplace = INPLACE_INFERENCE and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
         h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         e = self.emb_proj(emb)[:, :, None, None]
         if self.scale_shift:
