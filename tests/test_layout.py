@@ -10,10 +10,11 @@ PACKAGE = ROOT / "src" / "mnist_diffusion"
 
 # Floors, lowest first: a module may import from its own floor and the ones below, never from above.
 FLOORS = [
-    {"errors", "files", "config", "openmp"},
-    {"assets", "recipes", "device", "precision", "images", "data"},
+    {"errors", "files", "config", "openmp", "cpu"},
+    {"assets", "recipes", "device", "precision", "images", "data", "batches", "inpainting"},
     {"models", "diffusion", "checkpoint", "evaluation", "compiled"},
-    {"latent"},
+    {"latent", "sample_result"},
+    {"sample_space", "reconstructions"},
     {"pipeline"},
     {"training"},
     {"api", "figures", "serve"},

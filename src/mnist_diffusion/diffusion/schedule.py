@@ -220,3 +220,13 @@ def karras_timesteps(
     t = schedule.t_from_sigma((inv_max + ramp * (inv_min - inv_max)) ** rho)
     t[-1] = 0.0  # pin the end exactly; the inverse is only accurate to rounding
     return t
+
+
+def sampling_grid(schedule: NoiseSchedule, steps: int, spacing: str = "trailing") -> torch.Tensor:
+    """The descending grid a sampler walks: `timestep_grid` for 'leading' | 'linspace' | 'trailing', or
+    `karras_timesteps` for 'karras'."""
+    if spacing == "karras":
+        return karras_timesteps(schedule, steps)
+    if spacing not in SPACINGS:
+        raise UserError(f"Unknown timestep spacing {spacing!r}; choose one of: {', '.join((*SPACINGS, 'karras'))}.")
+    return timestep_grid(schedule.timesteps, steps, spacing)
