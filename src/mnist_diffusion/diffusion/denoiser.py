@@ -70,6 +70,18 @@ def eps_from_v(x_t, v, alpha, sigma):
     return sigma * x_t + alpha * v
 
 
+def velocity_from_x0_eps(x0, eps):
+    """The flow-matching velocity v = eps - x0 (Lipman et al. 2023; `flow.py`)."""
+    return eps - x0
+
+
+def x0_eps_from_velocity(x_t, v, alpha, sigma):
+    """(x0, eps) from a velocity v = eps - x0 on a path x_t = alpha x0 + sigma eps: x0 = (x_t - sigma v) /
+    (alpha + sigma), eps = x0 + v (on the straight path of flow matching alpha + sigma = 1)."""
+    x0 = (x_t - sigma * v) / (alpha + sigma)
+    return x0, x0 + v
+
+
 def to_x0_eps(x_t, out, prediction: str, alpha, sigma) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0, eps) from a network output `out` that predicts `prediction` ('eps' | 'x0' | 'v')."""
     if prediction == "eps":
@@ -78,6 +90,8 @@ def to_x0_eps(x_t, out, prediction: str, alpha, sigma) -> tuple[torch.Tensor, to
         return out, eps_from_x0(x_t, out, alpha, sigma)
     if prediction == "v":
         return x0_from_v(x_t, out, alpha, sigma), eps_from_v(x_t, out, alpha, sigma)
+    if prediction == "velocity":
+        return x0_eps_from_velocity(x_t, out, alpha, sigma)
     check_prediction(prediction)
     raise AssertionError("unreachable")
 
@@ -90,6 +104,8 @@ def target_for(prediction: str, x0, eps, alpha, sigma):
         return x0
     if prediction == "v":
         return v_from_x0_eps(x0, eps, alpha, sigma)
+    if prediction == "velocity":
+        return velocity_from_x0_eps(x0, eps)
     check_prediction(prediction)
     raise AssertionError("unreachable")
 
@@ -204,8 +220,7 @@ class Denoiser:
         and a float64 table lookup costs more than the arithmetic it feeds on small batches."""
         coefficients = self._cache.get(t)
         if coefficients is None:
-            ab = self.schedule.alpha_bar(torch.tensor(t, dtype=torch.float64)).item()
-            coefficients = self._cache[t] = (math.sqrt(ab), math.sqrt(1 - ab))
+            coefficients = self._cache[t] = self.schedule.alpha_sigma(t)
         return coefficients
 
     def _guided(self, alpha, sigma) -> bool | torch.Tensor:
@@ -239,7 +254,7 @@ class Denoiser:
             alpha, sigma = self._scalar_coefficients(float(t))
         else:
             alpha, sigma = self.schedule.coefficients(t, x_t)
-        t_net = net_time(t, x_t)
+        t_net = net_time(self.schedule.network_time(t), x_t)
         guided = self._guided(alpha, sigma)
         scale = self.guidance
         if torch.is_tensor(scale):

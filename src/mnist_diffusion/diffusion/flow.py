@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from mnist_diffusion.diffusion.denoiser import velocity_from_x0_eps, x0_eps_from_velocity
 from mnist_diffusion.diffusion.samplers import Callback, visit
 from mnist_diffusion.errors import UserError
 
@@ -56,18 +57,6 @@ class FlowPath:
         """x_t = (1 - t) x0 + t eps; t (B,) or a scalar in [0, 1]."""
         alpha, sigma = self.coefficients(t, x0)
         return alpha * x0 + sigma * eps
-
-
-def velocity_from_x0_eps(x0, eps):
-    """v = eps - x0."""
-    return eps - x0
-
-
-def x0_eps_from_velocity(x_t, v, alpha, sigma):
-    """(x0, eps) from a velocity v = eps - x0 on a path x_t = alpha x0 + sigma eps: x0 = (x_t - sigma v) /
-    (alpha + sigma), eps = x0 + v (on the straight path, alpha + sigma = 1)."""
-    x0 = (x_t - sigma * v) / (alpha + sigma)
-    return x0, x0 + v
 
 
 def sample_times(batch: int, kind: str = "uniform", mean: float = 0.0, std: float = 1.0,

@@ -141,6 +141,15 @@ class NoiseSchedule:
         frac = (table[lo] - target) / (table[lo] - table[hi])
         return (lo + frac).clamp(0, self.timesteps - 1)
 
+    def alpha_sigma(self, t: float) -> tuple[float, float]:
+        """(alpha, sigma_vp) = (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) for one timestep, as Python floats."""
+        ab = self.alpha_bar(torch.tensor(t, dtype=torch.float64)).item()
+        return math.sqrt(ab), math.sqrt(1 - ab)
+
+    def network_time(self, t):
+        """What the network's time input gets for timestep t: the DDPM index itself."""
+        return t
+
     def coefficients(self, t, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(alpha, sigma_vp) = (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) for per-sample t (B,) or a scalar t.
 
