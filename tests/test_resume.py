@@ -56,3 +56,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     saved = ckpt.load_checkpoint(tmp_path / ckpt.STATE_FILE)
     assert saved.info["step"] == 4
     assert all(torch.isfinite(v).all() for k, v in saved.tensors.items() if v.dtype.is_floating_point)
+
+
+def test_resuming_a_finished_run_says_so_and_trains_no_further(tmp_path, capsys):
+    from mnist_diffusion.api import train
+
+    run = train(tiny("seed"), out=tmp_path / "run", progress=False, samples=False)
+    before = (run / ckpt.STATE_FILE).read_bytes(), (run / ckpt.MODEL_FILE).read_bytes()
+    assert train(resume=run, progress=False, samples=False) == run
+    assert "has already finished (step 12 of 12)" in capsys.readouterr().err
+    assert ((run / ckpt.STATE_FILE).read_bytes(), (run / ckpt.MODEL_FILE).read_bytes()) == before

@@ -96,6 +96,12 @@ def train(recipe: str | RunConfig = "seed", out: str | Path | None = None, *, re
             for stale in run_dir.glob(".*.tmp"):  # half-written files of a process killed mid-write
                 stale.unlink(missing_ok=True)
             trainer = make_trainer(cfg, run_dir, resume=resume is not None)
+            if resume is not None and trainer.progress.step >= trainer.total_steps():
+                shutdown()
+                if main:
+                    print(f"{run_dir} has already finished (step {trainer.progress.step} of {trainer.total_steps()}); "
+                          "raise train.epochs or train.max_steps to train it further.", file=sys.stderr)
+                return run_dir
             if main and progress:
                 verb = "Resuming" if resume is not None else "Training"
                 numerics = resolve_precision(cfg.train.precision, trainer.device, "train")
