@@ -1,20 +1,23 @@
 """Samplers against the exact denoiser of Gaussian data, plus their bookkeeping (grid, NFE, noise, errors)."""
 
 import math
-import typing
 
 import pytest
 import torch
 
-from mnist_diffusion.config import SamplerName
+from mnist_diffusion.cli import build_parser
+from mnist_diffusion.cli.options import sampler_help
+from mnist_diffusion.config import ConfigError, SampleConfig
+from mnist_diffusion.diffusion import samplers
 from mnist_diffusion.diffusion.denoiser import Denoiser, target_for
-from mnist_diffusion.diffusion.samplers import SAMPLERS, function_evaluations, sample, sample_ddim, sample_ddpm
+from mnist_diffusion.diffusion.samplers import SAMPLERS, sample, sample_ddim, sample_ddpm, sample_tutorial
 from mnist_diffusion.diffusion.schedule import karras_timesteps, make_schedule, timestep_grid
-from mnist_diffusion.diffusion.tutorial import sample_tutorial
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.recipes import RECIPES
 
 MU, S = 0.4, 0.5  # per-pixel data distribution N(MU, S^2)
 N = 4000
+OVER_DENOISER = [n for n, spec in SAMPLERS.items() if spec.takes == "denoiser"]  # all but the tutorial's
 
 
 class GaussianNet:
@@ -52,7 +55,7 @@ SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("name", [n for n in SAMPLERS if n != "consistency"])  # its own test: tests/test_distill.py
+@pytest.mark.parametrize("name", [n for n in OVER_DENOISER if n != "consistency"])  # its own: tests/test_distill.py
 @pytest.mark.parametrize("schedule_name,prediction", [("linear", "eps"), ("cosine", "v"), ("linear", "x0")])
 def test_every_sampler_reproduces_gaussian_data(name, schedule_name, prediction):
     torch.set_num_threads(1)
@@ -79,13 +82,13 @@ def test_deterministic_samplers_converge_to_the_exact_flow_at_their_order(name, 
         grid = karras_timesteps(s, steps)
         ab = s.alpha_bar(grid[0]).item()
         exact = MU + S * (x_T - math.sqrt(ab) * MU) / math.sqrt(ab * S**2 + 1 - ab)
-        errors.append((SAMPLERS[name](den, x_T, grid) - exact).abs().max().item())
+        errors.append((SAMPLERS[name].function(den, x_T, grid) - exact).abs().max().item())
     ratios = [errors[0] / errors[1], errors[1] / errors[2]]  # about 2^order when the step halves
     assert all(2 ** order * 0.8 < r < 2 ** order * 1.4 for r in ratios), (errors, ratios)
     assert errors[-1] < (0.06 if order == 1 else 0.005)
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", OVER_DENOISER)
 def test_the_three_parametrisations_give_the_same_samples(name):
     s = make_schedule("cosine")
     outs = []
@@ -140,7 +143,7 @@ def test_ddpm_on_consecutive_steps_is_ho_algorithm_2():
     torch.testing.assert_close(got, x, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", OVER_DENOISER)
 @pytest.mark.parametrize(
     "grid",
     [
@@ -162,20 +165,20 @@ def test_callback_sees_exactly_the_grid_and_the_result_is_the_last_x0(name, grid
         assert step["steps"] == len(grid) and step["denoised"] is step["x0"]
         seen.append((step["i"], step["t"], step["x_t"], step["x0"]))
 
-    out = SAMPLERS[name](den, x_T, grid, generator=g, callback=callback)
+    out = SAMPLERS[name].function(den, x_T, grid, generator=g, callback=callback)
     expected = grid.tolist() if torch.is_tensor(grid) else grid
     assert [i for i, *_ in seen] == list(range(len(expected)))
     assert [t for _, t, *_ in seen] == expected
     assert torch.equal(seen[0][2], x_T)
     assert torch.equal(out, seen[-1][3])  # the last step lands on the data: x = x0 prediction
-    assert len(net.calls) == function_evaluations(name, len(expected))
+    assert len(net.calls) == SAMPLERS[name].evaluations(len(expected))
 
 
 def test_guidance_and_labels_reach_the_network_in_one_batch():
     s = make_schedule("linear")
     net = GaussianNet(s, num_classes=10)
     den = Denoiser(net, s)
-    x_T, g = _noise(n=4)
+    x_T, _ = _noise(n=4)
     labels = torch.tensor([0, 3, 3, 9])
     plain = sample("dpmpp_2m", den.bind(labels), x_T, 5)
     assert all(b == 4 and torch.equal(y, labels) for b, y in net.calls)
@@ -207,7 +210,7 @@ def test_dispatcher_errors_name_the_value_and_the_choices():
         sample_ddim(den, x, [10, 500])
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", OVER_DENOISER)
 def test_clipping_denoiser_keeps_samples_in_the_data_range(name):
     s = make_schedule("linear")
     den = Denoiser(GaussianNet(s), s, clip=(0.0, 1.0))  # N(0.4, 0.5^2) spills over both ends
@@ -216,15 +219,15 @@ def test_clipping_denoiser_keeps_samples_in_the_data_range(name):
     assert x.min() == 0.0 and x.max() == 1.0
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", OVER_DENOISER)
 def test_a_callback_that_returns_x_t_unchanged_changes_nothing_and_a_replacement_steers(name):
     s = make_schedule("linear")
     den = Denoiser(GaussianNet(s), s)
     x_T, _ = _noise(n=200, dtype=torch.float64)
     grid = timestep_grid(1000, 10, "trailing")
-    plain = SAMPLERS[name](den, x_T, grid, generator=torch.Generator().manual_seed(0))
-    same = SAMPLERS[name](den, x_T, grid, generator=torch.Generator().manual_seed(0),
-                          callback=lambda step: step["x_t"].clone())
+    plain = SAMPLERS[name].function(den, x_T, grid, generator=torch.Generator().manual_seed(0))
+    same = SAMPLERS[name].function(den, x_T, grid, generator=torch.Generator().manual_seed(0),
+                                   callback=lambda step: step["x_t"].clone())
     torch.testing.assert_close(same, plain, rtol=1e-12, atol=1e-12)
 
     # Replacement (Song et al. 2021): at every step put x_t back on the noised path of the known value 0.9
@@ -235,7 +238,7 @@ def test_a_callback_that_returns_x_t_unchanged_changes_nothing_and_a_replacement
         x[:100] = math.sqrt(ab) * 0.9 + math.sqrt(1 - ab) * x_T[:100]
         return x
 
-    steered = SAMPLERS[name](den, x_T, grid, generator=torch.Generator().manual_seed(0), callback=known)
+    steered = SAMPLERS[name].function(den, x_T, grid, generator=torch.Generator().manual_seed(0), callback=known)
     assert abs(steered[:100].mean() - 0.9) + 0.05 < abs(plain[:100].mean() - 0.9)
     if name != "ddpm":  # ancestral noise is drawn for the whole batch, so the other half sees other noise
         torch.testing.assert_close(steered[100:], plain[100:], rtol=1e-12, atol=1e-12)
@@ -249,12 +252,90 @@ def test_the_tutorial_sampler_shares_the_callback_contract():
         seen.append((step["i"], step["t"], step["steps"]))
         return torch.zeros_like(step["x_t"]) if step["i"] == 0 else None
 
-    net = lambda z: 0.5 * z + 0.1  # noqa: E731
+    calls = []
+    net = lambda z: calls.append(z) or 0.5 * z + 0.1
     out = sample_tutorial(net, x, 4, callback=callback)
+    assert len(calls) == SAMPLERS["tutorial"].evaluations(4)
     assert seen == [(0, 1.0, 4), (1, 0.75, 4), (2, 0.5, 4), (3, 0.25, 4)]
     # Step 0 goes on from the replacement (zeros) with its prediction net(x), mix 1/4; the rest is a 3-step run.
     torch.testing.assert_close(out, sample_tutorial(net, net(x) / 4, 3))
 
 
-def test_sampler_registry_matches_the_declared_choices():
-    assert set(SAMPLERS) | {"tutorial"} == set(typing.get_args(SamplerName))
+def test_every_sampler_is_offered_by_the_config_check_the_cli_and_the_registry():
+    parser = build_parser()
+    sample_cmd = parser._subparsers._group_actions[0].choices["sample"]
+    sampler_flag = next(a for a in sample_cmd._actions if a.dest == "sampler")
+    for name, spec in SAMPLERS.items():
+        assert samplers.get(name) is spec and name in samplers.names()
+        assert f"{name} ({spec.description})" in sampler_help() and name in sampler_flag.choices
+        assert sampler_help() == sampler_flag.help
+        for kind in spec.kinds:
+            assert name in samplers.names(kind)
+            assert samplers.check_settings(SampleConfig(sampler=name), kind) is spec
+            with pytest.raises(ConfigError) as refused:  # the refusal names every sampler the kind accepts
+                samplers.check_settings(SampleConfig(sampler="euler"), kind)
+            assert f"'euler' for a model of diffusion kind '{kind}'" in str(refused.value)
+            assert name in str(refused.value).split("choose one of: ")[1].rstrip(".").split(", ")
+        for other in {k for s in SAMPLERS.values() for k in s.kinds} - set(spec.kinds):
+            with pytest.raises(ConfigError, match=f"The sampler '{name}' does not fit .* '{other}'"):
+                samplers.check(name, other)
+
+
+def test_a_kind_without_samplers_and_an_unknown_name_are_one_sentence_each():
+    with pytest.raises(ConfigError, match="diffusion kind 'autoencoder' has no sampler; .*ddpm, tutorial"):
+        samplers.check("ddim", "autoencoder")
+    with pytest.raises(ConfigError, match="Unknown sampler 'euler'; choose one of: ddpm, .*, tutorial"):
+        samplers.get("euler")
+
+
+def test_every_recipe_samples_with_a_sampler_of_its_kind():
+    for recipe in RECIPES.values():
+        if recipe.diffusion.kind != "autoencoder":
+            samplers.check_settings(recipe.sample, recipe.diffusion.kind)
+
+
+@pytest.mark.parametrize("name", OVER_DENOISER)
+def test_stochastic_says_whether_the_generator_changes_the_result(name):
+    s = make_schedule("linear")
+    den = Denoiser(GaussianNet(s), s)
+    x_T, _ = _noise(n=50)
+    a, b = (sample(name, den, x_T, 5, generator=torch.Generator().manual_seed(seed)) for seed in (1, 2))
+    assert torch.equal(a, b) != SAMPLERS[name].stochastic
+
+
+@pytest.mark.parametrize("name", OVER_DENOISER)
+def test_eta_is_taken_where_the_registry_says_and_refused_elsewhere(name):
+    s = make_schedule("linear")
+    den = Denoiser(GaussianNet(s), s)
+    x_T, _ = _noise(n=8)
+    if SAMPLERS[name].takes_eta:
+        noisy = sample(name, den, x_T, 5, eta=0.5, generator=torch.Generator().manual_seed(1))
+        assert not torch.equal(noisy, sample(name, den, x_T, 5))
+        samplers.check_settings(SampleConfig(sampler=name, eta=0.5), "ddpm")
+    else:
+        with pytest.raises(UserError, match=f"eta=0.5 only applies to the ddim sampler, not '{name}'"):
+            sample(name, den, x_T, 5, eta=0.5)
+        with pytest.raises(ConfigError, match="only applies to the ddim sampler"):
+            samplers.check_settings(SampleConfig(sampler=name, eta=0.5), "ddpm")
+
+
+def test_resampling_is_refused_exactly_where_the_registry_says():
+    for name, spec in SAMPLERS.items():
+        if spec.can_resample:
+            samplers.check_resample(name, spec.kinds[0])
+        else:
+            with pytest.raises(ConfigError, match=f"the '{name}' sampler cannot resample: use resample=1"):
+                samplers.check_resample(name, spec.kinds[0])
+    with pytest.raises(ConfigError, match="or sampler ddpm / ddim / dpmpp_2m.$"):
+        samplers.check_resample("heun", "ddpm")
+
+
+def test_only_the_distilled_models_sampler_is_left_out_for_ordinary_models():
+    assert samplers.names("ddpm", for_any_model=True) == ("ddpm", "ddim", "dpmpp_2m", "heun")
+    assert samplers.names("tutorial", for_any_model=True) == ("tutorial",)
+
+
+def test_the_dispatcher_refuses_the_tutorials_sampler_with_a_sentence():
+    s = make_schedule("linear")
+    with pytest.raises(UserError, match="takes the network itself.*sample_tutorial"):
+        sample("tutorial", Denoiser(GaussianNet(s), s), torch.zeros(1, 1, 1, 1), 3)

@@ -5,7 +5,9 @@ allowed choices (the CLI builds its `choices` and help from them, via `choices`)
 gives a number its range. Configs travel as JSON (run directories, checkpoint metadata, `--set`, `--config`,
 the Python API's overrides) and every one of those paths goes through `load_run_config`, which refuses
 unknown keys, ill-typed values, out-of-range numbers and inconsistent combinations with a sentence that
-names the setting -- so no bad value ever reaches torch.
+names the setting -- so no bad value ever reaches torch. One choice is not a `Literal`: `sample.sampler` names
+an entry of the sampler registry (`diffusion/samplers.py`, a floor above this module), which checks it against
+the model's noise process wherever settings meet a model (`samplers.check_settings`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Annotated, Any, Literal
 from mnist_diffusion.errors import UserError
 
 # The one format version of everything this package writes (run configs, checkpoints, evaluator files).
-# Bump it when a file written by older code can no longer be read; renamed settings are mapped by `LEGACY`.
+# Bump it when a file written by older code can no longer be read.
 FORMAT_VERSION = 1
 
 
@@ -69,7 +71,6 @@ Weighting = Literal["uniform", "min_snr"]
 OptimizerName = Literal["adam", "adamw"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 where the device runs it fast (precision.py)
-SamplerName = Literal["tutorial", "ddpm", "ddim", "dpmpp_2m", "heun", "consistency"]
 DistillMethod = Literal["trajectory", "consistency"]  # training/distill.py
 Spacing = Literal["leading", "linspace", "trailing", "karras"]
 
@@ -168,7 +169,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    sampler: SamplerName = "dpmpp_2m"
+    sampler: str = "dpmpp_2m"  # a name in diffusion/samplers.py's registry, checked there against diffusion.kind
     steps: PositiveInt = 20
     guidance: NonNegativeFloat = 1.0  # classifier-free guidance scale w; 1 = plain conditional
     # Apply guidance only where the noise level sigma (VE: sqrt((1 - alpha_bar) / alpha_bar)) lies in (low, high]
@@ -293,28 +294,9 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     return cls(**kwargs)
 
 
-# Settings renamed since format version 1 was first written: (section, old key, new key, {old value: new value}).
-# Files from before keep loading; whatever this version writes uses the new names.
-LEGACY: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
-    ("model", "attention_7x7", "mid_attention", {}),
-    ("diffusion", "kind", "kind", {"seed": "tutorial"}),
-    ("sample", "sampler", "sampler", {"seed": "tutorial"}),
-    ("train", "bf16", "precision", {True: "auto", False: "fp32"}),  # the former bool: autocast where fast, or not
-)
-
-
-def _migrate(data: dict[str, Any]) -> dict[str, Any]:
-    data = json.loads(json.dumps(data))
-    for section, old, new, values in LEGACY:
-        node = data.get(section)
-        if isinstance(node, dict) and old in node:
-            value = node.pop(old)
-            node[new] = values.get(value, value) if isinstance(value, (str, bool)) else value
-    model = data.get("model")
-    if isinstance(model, dict) and model.get("kind") == "latent_unet":  # the latent U-Net is now a UNet option
-        model["kind"] = "unet"
-        model.setdefault("mid_block", False)
-    return data
+# Settings that development versions of 0.1.0 wrote and this one no longer reads: (section, key, its successor).
+# A file holding one was written by such a version; it is refused with a sentence that says so.
+RETIRED = (("model", "attention_7x7", "model.mid_attention"), ("train", "bf16", "train.precision"))
 
 
 def load_run_config(data: Any, source: str = "config") -> RunConfig:
@@ -327,8 +309,13 @@ def load_run_config(data: Any, source: str = "config") -> RunConfig:
             f"{source} has format_version {version!r}, but this version of mnist-diffusion reads "
             f"format_version {FORMAT_VERSION}; retrain, or use the release that wrote it."
         )
+    for section, key, successor in RETIRED:
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise ConfigError(f"{source} was written by a development version of mnist-diffusion 0.1.0 (its "
+                              f"{section}.{key} is now {successor}), which this version no longer reads; retrain, "
+                              "or use the version that wrote it.")
     try:
-        cfg = from_dict(RunConfig, _migrate(data), "config")
+        cfg = from_dict(RunConfig, data, "config")
         validate(cfg)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
@@ -380,19 +367,13 @@ def with_changes(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:
     return load_run_config(data, "the overrides")
 
 
-def check_sampling(sample: SampleConfig, diffusion_kind: str) -> None:
-    """Checks across sample settings, for a model of `diffusion_kind`; raises `ConfigError`."""
-    tutorial = diffusion_kind == "tutorial"
-    if tutorial != (sample.sampler == "tutorial"):
-        allowed = "tutorial" if tutorial else "ddpm, ddim, dpmpp_2m, heun or consistency"
-        raise ConfigError(f"sampler {sample.sampler!r} does not fit a model of diffusion kind {diffusion_kind!r}; "
-                          f"choose {allowed}.")
+def check_guidance_interval(sample: SampleConfig) -> None:
+    """A guidance interval, where one is set, is two noise levels LOW < HIGH; raises `ConfigError`. (Which
+    samplers fit which model, and what they take, is the sampler registry's to check: `samplers.check_settings`.)"""
     interval = sample.guidance_interval
     if interval is not None and (len(interval) != 2 or interval[0] >= interval[1]):
         raise ConfigError("the guidance interval must be two noise levels LOW,HIGH with LOW < HIGH, got "
                           f"{','.join(f'{v:g}' for v in interval)}.")
-    if sample.eta and sample.sampler != "ddim":
-        raise ConfigError(f"eta={sample.eta:g} only applies to the ddim sampler, not {sample.sampler!r}.")
 
 
 def validate(cfg: RunConfig) -> None:
@@ -404,8 +385,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"model.kind {cfg.model.kind} goes with diffusion.kind {pairs[cfg.model.kind]}, not {cfg.diffusion.kind}."
         )
-    if cfg.diffusion.kind != "autoencoder":
-        check_sampling(cfg.sample, cfg.diffusion.kind)
+    check_guidance_interval(cfg.sample)
     if cfg.distill is not None:
         d = cfg.distill
         if d.guidance_min > d.guidance_max:

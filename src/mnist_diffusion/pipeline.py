@@ -26,11 +26,11 @@ from mnist_diffusion import assets
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.batches import batches, cycled_labels, initial_noise, progress_bar, with_progress
 from mnist_diffusion.compiled import CompiledNetwork
-from mnist_diffusion.config import ConfigError, RunConfig, SampleConfig, check_sampling, from_dict, to_dict
+from mnist_diffusion.config import ConfigError, RunConfig, SampleConfig, from_dict, to_dict
 from mnist_diffusion.data import to_float, to_uint8
 from mnist_diffusion.device import resolve_device
 from mnist_diffusion.diffusion.process import make_process
-from mnist_diffusion.diffusion.samplers import chain
+from mnist_diffusion.diffusion.samplers import chain, check_settings
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.inpainting import (
     INPAINT_METHODS,
@@ -180,7 +180,7 @@ class Pipeline:
             data["guidance"] = 1.0 if guidance is None else data["guidance"]
         try:
             resolved = from_dict(SampleConfig, data, "sample")
-            check_sampling(resolved, self.config.diffusion.kind)
+            check_settings(resolved, self.config.diffusion.kind)
         except ConfigError as e:
             raise UserError(f"{e}") from None
         if resolved.guidance_interval is not None and self.config.model.guidance_input:

@@ -1,19 +1,27 @@
-"""Command-line options that several commands share, with their choices taken from the config types."""
+"""Command-line options that several commands share, with their choices taken from the config types and the
+sampler registry."""
 
 from __future__ import annotations
 
 import argparse
 
 from mnist_diffusion.config import SampleConfig, TrainConfig, choices
+from mnist_diffusion.diffusion import samplers
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.pipeline import DEFAULT
+from mnist_diffusion.pipeline import MODEL_DEFAULT
+
+
+def sampler_help() -> str:
+    """--sampler's help: every registered sampler with its one-line description, by the models it serves."""
+    kinds = dict.fromkeys(k for s in samplers.SAMPLERS.values() for k in s.kinds)
+    return "; ".join(f"for {kind} models: " + ", ".join(f"{n} ({samplers.get(n).description})"
+                                                       for n in samplers.names(kind)) for kind in kinds)
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     """--sampler, --steps, --guidance, --guidance-interval, --labels, --spacing, --eta, --batch-size."""
     g = p.add_argument_group("sampling (defaults: the model's own settings)")
-    g.add_argument("--sampler", choices=choices(SampleConfig, "sampler"),
-                   help="tutorial (the seed recipe's) | ddpm (ancestral) | ddim | dpmpp_2m | heun")
+    g.add_argument("--sampler", choices=samplers.names(), metavar="SAMPLER", help=sampler_help())
     g.add_argument("--steps", type=int, help="number of sampler steps (grid points)")
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
     g.add_argument("--guidance-interval", metavar="LOW,HIGH",
@@ -41,7 +49,7 @@ def add_compile_option(p: argparse.ArgumentParser) -> None:
 def parse_interval(text: str | None):
     """'0.3,5' -> (0.3, 5.0); 'all' -> None (every step); None -> the model's default."""
     if text is None:
-        return DEFAULT
+        return MODEL_DEFAULT
     if text.strip().lower() in ("all", "none"):
         return None
     try:

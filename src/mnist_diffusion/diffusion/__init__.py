@@ -35,12 +35,14 @@ from mnist_diffusion.diffusion.denoiser import (
 )
 from mnist_diffusion.diffusion.samplers import (
     SAMPLERS,
-    function_evaluations,
+    SamplerSpec,
     sample,
+    sample_consistency,
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
     sample_heun,
+    sample_tutorial,
     visit,
 )
 from mnist_diffusion.diffusion.schedule import (
@@ -51,13 +53,13 @@ from mnist_diffusion.diffusion.schedule import (
     make_schedule,
     timestep_grid,
 )
-from mnist_diffusion.diffusion.tutorial import corrupt, sample_tutorial, tutorial_loss
+from mnist_diffusion.diffusion.tutorial import corrupt, tutorial_loss
 
 __all__ = [
     "PREDICTIONS", "SAMPLERS", "SCHEDULES", "SPACINGS", "WEIGHTINGS",
-    "Denoiser", "NoiseSchedule",
-    "corrupt", "diffusion_loss", "drop_labels", "eps_from_v", "eps_from_x0", "function_evaluations",
-    "karras_timesteps", "make_schedule", "min_snr_weight", "sample", "sample_ddim", "sample_ddpm",
-    "sample_dpmpp_2m", "sample_heun", "sample_tutorial", "target_for", "timestep_grid", "to_x0_eps",
+    "Denoiser", "NoiseSchedule", "SamplerSpec",
+    "corrupt", "diffusion_loss", "drop_labels", "eps_from_v", "eps_from_x0",
+    "karras_timesteps", "make_schedule", "min_snr_weight", "sample", "sample_consistency", "sample_ddim",
+    "sample_ddpm", "sample_dpmpp_2m", "sample_heun", "sample_tutorial", "target_for", "timestep_grid", "to_x0_eps",
     "tutorial_loss", "v_from_x0_eps", "visit", "x0_from_eps", "x0_from_v",
 ]

@@ -1,5 +1,6 @@
 """Samplers: pure functions over a `Denoiser` (its conditioning bound in) and an explicit, strictly descending
-grid of timesteps.
+grid of timesteps (the tutorial's own sampler: over its bare network and a step count), and `SAMPLERS`, the one
+registry of what each can do, from which every list, check and help text about samplers is derived.
 
 Each sampler evaluates the denoiser once at every grid point (Heun also between them) and after the last grid
 point steps to the data (alpha_bar = 1, sigma = 0), so it returns the final x0 prediction (clipped if the
@@ -19,9 +20,12 @@ same x0 estimate (what inpainting and other guided edits need). Return None to c
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from mnist_diffusion.config import ConfigError, SampleConfig, check_guidance_interval
 from mnist_diffusion.diffusion.denoiser import Denoiser, eps_from_x0
 from mnist_diffusion.diffusion.schedule import SPACINGS, NoiseSchedule, karras_timesteps, timestep_grid
 from mnist_diffusion.errors import UserError
@@ -214,18 +218,119 @@ def sample_consistency(
     return x
 
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
-    "ddpm": sample_ddpm,
-    "ddim": sample_ddim,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "heun": sample_heun,
-    "consistency": sample_consistency,
+@torch.no_grad()
+def sample_tutorial(
+    net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, steps: int, callback: Callback | None = None
+) -> torch.Tensor:
+    """The tutorial's sampler (`diffusion/tutorial.py`): at step i, x <- x (1 - m) + net(x) m with m = 1 / (steps - i).
+
+    Unlike the others it takes the bare network `net(x) -> x0` and a step count: the tutorial's process has no
+    schedule. x: (B, C, H, W) starting point (uniform noise, made by the caller). m reaches 1 at the last step,
+    so the result is the last prediction. `callback` gets the step dict (`visit`) with t = the nominal noise
+    amount of the input, 1 - i / steps (what is left of the starting noise if every prediction were right), and
+    may return a replacement for x.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise UserError(f"The number of sampling steps must be at least 1, got {steps!r}.")
+    for i in range(steps):
+        pred = net(x)
+        x = visit(callback, i, 1.0 - i / steps, steps, x, pred)
+        mix = 1.0 / (steps - i)
+        x = x * (1 - mix) + pred * mix
+    return x
+
+
+# ---- the registry: what each sampler is and can do --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler as the rest of the package sees it. Everything that lists, offers or checks samplers (the
+    config check, the CLI's --sampler, the page, inpainting's resampling) reads these fields, so a new sampler
+    is one function and one entry in `SAMPLERS`."""
+
+    name: str  # what `sample.sampler`, --sampler and the page call it
+    function: Callable[..., torch.Tensor]
+    kinds: tuple[str, ...]  # the noise processes (`diffusion.kind`) it samples
+    description: str  # one line, no parentheses: the algorithm and its paper
+    evaluations_per_step: int = 1  # network passes per grid point (the step from the last one to the data: 1)
+    stochastic: bool = False  # draws fresh noise while it walks (DDIM only with eta > 0)
+    can_resample: bool = True  # RePaint's resampling (DDIM steps) may stand in for its walk when inpainting
+    takes_eta: bool = False  # DDIM's eta applies
+    needs_distilled: bool = False  # gives good digits only from a network distilled for it
+    takes: Literal["denoiser", "network"] = "denoiser"  # `function(denoiser, x_T, grid, generator, callback)`,
+    # or the tutorial's `function(net, x, steps, callback)`
+
+    def evaluations(self, steps: int) -> int:
+        """Network evaluations over a `steps`-point grid (guidance batches its two passes, so it does not double)."""
+        return self.evaluations_per_step * (steps - 1) + 1
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    spec.name: spec
+    for spec in (
+        SamplerSpec("ddpm", sample_ddpm, ("ddpm",), "ancestral sampling, Ho et al. 2020", stochastic=True),
+        SamplerSpec("ddim", sample_ddim, ("ddpm",), "DDIM, Song et al. 2021; eta > 0 adds noise", takes_eta=True),
+        SamplerSpec("dpmpp_2m", sample_dpmpp_2m, ("ddpm",), "DPM-Solver++(2M), Lu et al. 2022"),
+        SamplerSpec("heun", sample_heun, ("ddpm",), "Heun's 2nd-order ODE solver, Karras et al. 2022",
+                    evaluations_per_step=2, can_resample=False),
+        SamplerSpec("consistency", sample_consistency, ("ddpm",),
+                    "multistep consistency sampling, Song et al. 2023; for consistency-distilled models",
+                    stochastic=True, needs_distilled=True),
+        SamplerSpec("tutorial", sample_tutorial, ("tutorial",), "the seed tutorial's own sampler",
+                    can_resample=False, takes="network"),
+    )
 }
 
 
-def function_evaluations(name: str, steps: int) -> int:
-    """Network evaluations a sampler spends on a `steps`-point grid (guidance batches them, not doubles)."""
-    return 2 * steps - 1 if name == "heun" else steps
+def names(kind: str | None = None, *, for_any_model: bool = False) -> tuple[str, ...]:
+    """The samplers of diffusion kind `kind` (None: all), in registry order; `for_any_model` leaves out those that
+    need a network distilled for them (what to offer for an ordinary model)."""
+    return tuple(s.name for s in SAMPLERS.values()
+                 if (kind is None or kind in s.kinds) and not (for_any_model and s.needs_distilled))
+
+
+def get(name: str) -> SamplerSpec:
+    """The registered sampler `name`; an unknown name is a `ConfigError` listing the choices."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}.")
+    return SAMPLERS[name]
+
+
+def check(name: str, kind: str) -> SamplerSpec:
+    """The sampler `name` if it samples diffusion kind `kind`, else a `ConfigError` naming those that do."""
+    allowed = names(kind)
+    if not allowed:
+        served = sorted({k for s in SAMPLERS.values() for k in s.kinds})
+        raise ConfigError(f"A model of diffusion kind {kind!r} has no sampler; samplers serve the kinds "
+                          f"{', '.join(served)}.")
+    if name not in allowed:
+        what = f"Unknown sampler {name!r} for" if name not in SAMPLERS else f"The sampler {name!r} does not fit"
+        raise ConfigError(f"{what} a model of diffusion kind {kind!r}; choose one of: {', '.join(allowed)}.")
+    return SAMPLERS[name]
+
+
+def _check_eta(spec: SamplerSpec, eta: float) -> None:
+    if eta and not spec.takes_eta:
+        takers = " or ".join(s.name for s in SAMPLERS.values() if s.takes_eta)
+        raise ConfigError(f"eta={eta:g} only applies to the {takers} sampler, not {spec.name!r}; leave eta at 0.")
+
+
+def check_settings(sample: SampleConfig, kind: str) -> SamplerSpec:
+    """Sample settings checked for a model of diffusion kind `kind`: the sampler serves it, eta only where it
+    applies, a well-formed guidance interval. Returns the sampler; raises `ConfigError` (one sentence)."""
+    check_guidance_interval(sample)
+    spec = check(sample.sampler, kind)
+    _check_eta(spec, sample.eta)
+    return spec
+
+
+def check_resample(name: str, kind: str) -> None:
+    """Refuse RePaint's resampling (resample > 1, DDIM steps) for a sampler that cannot stand aside for it."""
+    if not get(name).can_resample:
+        able = [n for n in names(kind, for_any_model=True) if SAMPLERS[n].can_resample]
+        raise ConfigError(f"RePaint resampling (resample > 1) steps with DDIM; the {name!r} sampler cannot resample: "
+                          f"use resample=1{', or sampler ' + ' / '.join(able) if able else ''}.")
 
 
 def sample(
@@ -241,14 +346,15 @@ def sample(
     """Run sampler `name` from x_T (B, C, H, W) ~ N(0, I) over a `steps`-point grid; returns x0 (B, C, H, W).
 
     spacing: 'leading' | 'linspace' | 'trailing' (see `timestep_grid`) or 'karras' (`karras_timesteps`).
-    eta applies to 'ddim' only.
+    eta applies to samplers that take it (DDIM) only. For samplers over a `Denoiser`; the tutorial's sampler
+    takes its network directly (`sample_tutorial`).
     """
-    if name not in SAMPLERS:
-        raise UserError(f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}.")
+    spec = get(name)
+    if spec.takes != "denoiser":
+        raise UserError(f"The {name!r} sampler takes the network itself, not a denoiser; call {spec.function.__name__}.")
     if not isinstance(steps, int) or steps < 1:
         raise UserError(f"The number of sampling steps must be a whole number >= 1, got {steps!r}.")
-    if eta != 0.0 and name != "ddim":
-        raise UserError(f"eta={eta} only applies to the ddim sampler, not {name!r}; leave eta at 0.")
+    _check_eta(spec, eta)
     schedule = denoiser.schedule
     if spacing == "karras":
         grid = karras_timesteps(schedule, steps)
@@ -257,5 +363,5 @@ def sample(
     else:
         choices = ", ".join((*SPACINGS, "karras"))
         raise UserError(f"Unknown timestep spacing {spacing!r}; choose one of: {choices}.")
-    extra = {"eta": eta} if name == "ddim" else {}
-    return SAMPLERS[name](denoiser, x_T, grid, generator=generator, callback=callback, **extra)
+    extra = {"eta": eta} if spec.takes_eta else {}
+    return spec.function(denoiser, x_T, grid, generator=generator, callback=callback, **extra)

@@ -1,6 +1,6 @@
 """The toy diffusion of the tutorial the project started from ("Generating MNIST with a diffusion model", the
 `seed` recipe): blend images with uniform noise, predict the clean image, and sample by repeatedly moving a
-fraction of the way towards the prediction.
+fraction of the way towards the prediction (`samplers.sample_tutorial`, registered as the 'tutorial' sampler).
 
 Data live in [0, 1]; the network `net(x) -> x0` gets no noise level and must guess how noisy x is.
 """
@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 import torch
 
-from mnist_diffusion.diffusion.samplers import Callback, visit
-from mnist_diffusion.errors import UserError
+from mnist_diffusion.diffusion.samplers import sample_tutorial  # its sampler lives with the others, in the registry
+
+__all__ = ["corrupt", "sample_tutorial", "tutorial_loss"]
 
 
 def _view(amount, x: torch.Tensor) -> torch.Tensor:
@@ -49,24 +50,3 @@ def tutorial_loss(
         amount = torch.rand(x.shape[0], generator=generator, device=generator.device, dtype=x.dtype)
     noisy = corrupt(x, amount.to(x.device), generator)
     return torch.nn.functional.mse_loss(net(noisy), x)
-
-
-@torch.no_grad()
-def sample_tutorial(
-    net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, steps: int, callback: Callback | None = None
-) -> torch.Tensor:
-    """The tutorial's sampler: at step i, x <- x (1 - m) + net(x) m with m = 1 / (steps - i).
-
-    x: (B, C, H, W) starting point (uniform noise, made by the caller). m reaches 1 at the last step, so the
-    result is the last prediction. `callback` gets the samplers' step dict (`samplers.visit`) with t = the
-    nominal noise amount of the input, 1 - i / steps (what is left of the starting noise if every prediction
-    were right), and may return a replacement for x.
-    """
-    if not isinstance(steps, int) or steps < 1:
-        raise UserError(f"The number of sampling steps must be at least 1, got {steps!r}.")
-    for i in range(steps):
-        pred = net(x)
-        x = visit(callback, i, 1.0 - i / steps, steps, x, pred)
-        mix = 1.0 / (steps - i)
-        x = x * (1 - mix) + pred * mix
-    return x

@@ -86,7 +86,6 @@ class UNet(Conditioning, nn.Module):
         # Zero-initialised output: the untrained net predicts 0, a safe start for eps, x0 and v targets.
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
-        self._register_load_state_dict_pre_hook(_rename_latent_unet_keys)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
                 guidance: torch.Tensor | None = None) -> torch.Tensor:
@@ -113,11 +112,3 @@ class UNet(Conditioning, nn.Module):
                 h = block(h, emb)
 
         return self.out_conv(F.silu(self.out_norm(h)))
-
-
-def _rename_latent_unet_keys(state_dict, prefix, *args) -> None:
-    """Weights saved by the former separate `LatentUNet` named the up-step convs `up_convs.i`; here they are
-    `upsamples.i.conv` (the same 1x1 convs), so those files load unchanged."""
-    for key in [k for k in state_dict if k.startswith(prefix + "up_convs.")]:
-        index, rest = key[len(prefix + "up_convs."):].split(".", 1)
-        state_dict[f"{prefix}upsamples.{index}.conv.{rest}"] = state_dict.pop(key)
