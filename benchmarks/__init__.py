@@ -1,0 +1,1 @@
+"""Benchmarks of mnist-diffusion: `python -m benchmarks list | run SUITE[.CASE] | report` (see __main__)."""
