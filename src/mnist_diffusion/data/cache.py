@@ -1,8 +1,8 @@
 """The on-disk cache: downloaded IDX files and decoded uint8 arrays.
 
 Decoding is done once; the result is kept as two `.npy` files per (dataset, source, split),
-e.g. ``mnist-packaged-f11bb9e41d6c-train-images.npy`` (uint8, (N, 28, 28)) and
-``mnist-packaged-f11bb9e41d6c-train-labels.npy`` (int64, (N,)), the source named with the first digits of
+e.g. ``mnist-pypi-f11bb9e41d6c-train-images.npy`` (uint8, (N, 28, 28)) and
+``mnist-pypi-f11bb9e41d6c-train-labels.npy`` (int64, (N,)), the source named with the first digits of
 the sha256 of the files decoded (so other bytes never hit this entry). `.npy` is read with ``allow_pickle=False``,
 so a cache file can hold numbers only. Every write goes to a temporary file in the same
 directory and is moved into place (`files.atomic_write`), so readers see either the old file,
