@@ -27,9 +27,11 @@ demo: setup
 	@echo "Demo outputs in $(DEMO)/:"
 	@find $(DEMO) -name '*.png' -o -name '*.gif' | sort | sed 's/^/  /'
 
-# Every notebook top to bottom at full size (a few minutes each on 2 cores); figures under docs/figures/.
+# Every notebook from its percent script, run top to bottom at full size (a few minutes each on 2 cores) and stored
+# executed, which is what the docs render; figures also as files under out/notebooks/.
 notebooks: setup
-	$(PY) notebooks/build.py run --figures docs/figures
+	$(PY) notebooks/build.py sync
+	$(PY) notebooks/build.py run
 
 test: setup
 	$(PY) -m pytest
