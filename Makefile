@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := out/demo
 
-.PHONY: setup demo test test-all notebooks bench clean
+.PHONY: setup demo test test-all notebooks docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ demo: setup
 notebooks: setup
 	$(PY) notebooks/build.py sync
 	$(PY) notebooks/build.py run
+
+# The docs site, offline and strict (a broken link fails it), into out/site/.
+docs: setup
+	$(PY) -m mkdocs build --strict
 
 test: setup
 	$(PY) -m pytest

@@ -1,5 +1,5 @@
 """The shape of the package: no import circles, no import from a lower floor up to a higher one, and the
-README's Layout section names exactly the modules that exist."""
+Layout section of docs/architecture.md names exactly the modules that exist."""
 
 import ast
 import re
@@ -88,8 +88,8 @@ def test_no_import_from_a_higher_floor():
     assert not upward, "imports from a higher floor: " + ", ".join(f"{m} -> {t}" for m, t in upward)
 
 
-def test_readme_layout_names_every_module_and_nothing_else():
-    text = (ROOT / "README.md").read_text()
+def test_architecture_page_layout_names_every_module_and_nothing_else():
+    text = (ROOT / "docs" / "architecture.md").read_text()
     block = text.split("## Layout", 1)[1].split("```", 2)[1]
     listed, folder = set(), ""
     for line in block.splitlines():  # "  name.py  what it is" at the top level, "    name.py" inside "  folder/"
@@ -102,4 +102,5 @@ def test_readme_layout_names_every_module_and_nothing_else():
         else:
             listed.add((folder if indent == 4 else "") + item)
     actual = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")}
-    assert listed == actual, f"missing from README: {sorted(actual - listed)}; not in the tree: {sorted(listed - actual)}"
+    assert listed == actual, \
+        f"missing from docs/architecture.md: {sorted(actual - listed)}; not in the tree: {sorted(listed - actual)}"
