@@ -13,9 +13,8 @@ from mnist_diffusion.diffusion.flow import (
     sample_heun,
     sample_midpoint,
     sample_times,
-    velocity_from_x0_eps,
-    x0_eps_from_velocity,
 )
+from mnist_diffusion.diffusion.denoiser import velocity_from_x0_eps, x0_eps_from_velocity
 from mnist_diffusion.diffusion.tutorial import sample_tutorial
 from mnist_diffusion.errors import UserError
 
@@ -68,10 +67,10 @@ def test_velocity_x0_and_eps_round_trip():
 
 def test_grids_run_from_one_to_zero_and_the_shift_moves_steps_towards_noise():
     assert flow_grid(4) == [1.0, 0.75, 0.5, 0.25, 0.0]
-    assert flow_grid(4, "shifted", 1.0) == flow_grid(4)
-    shifted = flow_grid(4, "shifted", 3.0)
+    assert flow_grid(4, 1.0) == flow_grid(4)
+    shifted = flow_grid(4, 3.0)
     assert shifted[0] == 1.0 and shifted[-1] == 0.0 and all(a > b for a, b in list(zip(shifted, flow_grid(4)))[1:-1])
-    for bad in ({"steps": 0}, {"steps": 4, "spacing": "karras"}, {"steps": 4, "spacing": "shifted", "shift": 0.0}):
+    for bad in ({"steps": 0}, {"steps": True}, {"steps": 4, "shift": 0.0}, {"steps": 4, "shift": float("inf")}):
         with pytest.raises(UserError):
             flow_grid(**bad)
     with pytest.raises(UserError, match="descend"):
@@ -93,3 +92,99 @@ def test_the_loss_vanishes_for_the_exact_velocity_of_a_single_point():
     net = lambda x_t, t_net, labels=None: (x_t - c) / (t_net / 1000).view(-1, 1, 1, 1)  # noqa: E731
     loss, per_sample, t = flow_matching_loss(net, c, generator=torch.Generator().manual_seed(3))
     assert loss.item() < 1e-8 and per_sample.shape == (6,) and ((0 < t) & (t < 1)).all()
+
+
+# ---- flow models through the package: config, training, the pipeline --------------------------------------
+TINY = ["data.limit=96", "train.batch_size=32", "train.max_steps=3", "train.log_every=1", "model.channels=[8,16]",
+        "model.embed_dim=16", "model.groups=4", "model.mid_attention=false"]
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory):
+    from mnist_diffusion.api import train
+
+    return train("flow-cond", out=tmp_path_factory.mktemp("flow") / "run", overrides=TINY, progress=False,
+                 samples=False)
+
+
+def test_a_flow_run_trains_logs_its_loss_by_time_quarter_and_samples_with_every_flow_sampler(flow_run):
+    import json
+
+    import numpy as np
+
+    from mnist_diffusion.diffusion.samplers import names
+    from mnist_diffusion.pipeline import load
+
+    rows = [json.loads(line) for line in (flow_run / "metrics.jsonl").read_text().splitlines()]
+    assert any(len(r.get("loss_by_quarter", [])) == 4 for r in rows)
+    pipe = load(flow_run)
+    assert names("flow") == ("heun", "euler", "midpoint") and pipe.config.diffusion.prediction == "velocity"
+    for sampler in names("flow"):
+        seen = []
+        out = pipe.sample(4, labels=[3, 1, 4, 1], sampler=sampler, steps=3, seed=2,
+                          callback=lambda s: seen.append(s["t"]))  # noqa: B023
+        assert out.images.shape == (4, 28, 28) and out.images.dtype == np.uint8
+        assert seen == [1.0, 2 / 3, 1 / 3]  # the uniform grid, descending towards the data at 0
+        again = pipe.sample(4, labels=[3, 1, 4, 1], sampler=sampler, steps=3, seed=2)
+        assert np.array_equal(out.images, again.images)
+    shifted = []
+    pipe.sample(1, labels=[0], steps=2, sampler="euler", shift=3.0, callback=lambda s: shifted.append(s["t"]))
+    assert shifted == [1.0, 0.75]  # 3 t / (1 + 2 t) at t = 1/2
+
+
+def test_a_flow_model_refuses_vp_samplers_and_resampling_in_one_sentence(flow_run):
+    from mnist_diffusion.pipeline import half_mask, load
+
+    pipe = load(flow_run)
+    with pytest.raises(UserError, match="'ddim' does not fit a model of diffusion kind 'flow'; choose one of: "
+                                        "heun, euler, midpoint"):
+        pipe.sample(2, sampler="ddim")
+    images = pipe.sample(2, steps=2).images
+    with pytest.raises(UserError, match="cannot resample: use resample=1"):
+        pipe.inpaint(images, half_mask("top", 2), resample=2)
+
+
+@pytest.mark.parametrize("method", ["project", "replace"])
+def test_a_flow_model_completes_digits_keeping_the_known_pixels(flow_run, method):
+    import numpy as np
+
+    from mnist_diffusion.pipeline import half_mask, load
+
+    pipe = load(flow_run)
+    images = pipe.sample(3, steps=2).images
+    out = pipe.inpaint(images, half_mask("left", 3), method=method, steps=3, labels=[1, 2, 3], guidance=2.0)
+    known = half_mask("left", 3) > 0
+    assert np.array_equal(out.images[known], images[known])
+
+
+def test_the_flow_path_through_the_denoiser_turns_a_velocity_into_the_exact_clean_estimate():
+    from mnist_diffusion.diffusion.denoiser import Denoiser
+
+    path = FlowPath()
+
+    def exact_velocity(x_t, t_net, labels=None):  # v = (x_t - E[x0 | x_t]) / t for the Gaussian data above
+        t = t_net[0].item() / 1000
+        return (x_t - exact_denoiser(x_t, t)[0]) / t
+
+    den = Denoiser(exact_velocity, path, "velocity")
+    x_t = torch.linspace(-2, 2, 9, dtype=torch.float64)
+    for t in (0.9, 0.5, 0.1):
+        x0, eps = den(x_t, t)
+        assert torch.allclose(x0, exact_denoiser(x_t, t)[0], atol=1e-12)
+        assert torch.allclose((1 - t) * x0 + t * eps, x_t, atol=1e-12)
+
+
+def test_flow_settings_are_checked_where_they_are_set():
+    from mnist_diffusion.config import ConfigError, apply_overrides
+    from mnist_diffusion.recipes import get_recipe
+
+    with pytest.raises(ConfigError, match="a flow model predicts velocity"):
+        apply_overrides(get_recipe("flow"), ["diffusion.prediction=v"])
+    with pytest.raises(ConfigError, match="velocity is flow matching's"):
+        apply_overrides(get_recipe("ddpm"), ["diffusion.prediction=velocity"])
+    with pytest.raises(ConfigError, match="time_sampling"):
+        apply_overrides(get_recipe("flow"), ["diffusion.time_sampling=cosine"])
+    with pytest.raises(UserError, match="'dpmpp_2m' does not fit a model of diffusion kind 'flow'"):
+        from mnist_diffusion.api import resolve_run
+
+        resolve_run("flow", overrides=["sample.sampler=dpmpp_2m"])

@@ -17,7 +17,7 @@ from mnist_diffusion.recipes import RECIPES
 
 MU, S = 0.4, 0.5  # per-pixel data distribution N(MU, S^2)
 N = 4000
-OVER_DENOISER = [n for n, spec in SAMPLERS.items() if spec.takes == "denoiser"]  # all but the tutorial's
+OVER_DENOISER = [n for n, spec in SAMPLERS.items() if "ddpm" in spec.kinds]  # over DDPM's grid (flows: test_flow.py)
 
 
 class GaussianNet:
@@ -273,8 +273,8 @@ def test_every_sampler_is_offered_by_the_config_check_the_cli_and_the_registry()
             assert name in samplers.names(kind)
             assert samplers.check_settings(SampleConfig(sampler=name), kind) is spec
             with pytest.raises(ConfigError) as refused:  # the refusal names every sampler the kind accepts
-                samplers.check_settings(SampleConfig(sampler="euler"), kind)
-            assert f"'euler' for a model of diffusion kind '{kind}'" in str(refused.value)
+                samplers.check_settings(SampleConfig(sampler="magic"), kind)
+            assert f"'magic' for a model of diffusion kind '{kind}'" in str(refused.value)
             assert name in str(refused.value).split("choose one of: ")[1].rstrip(".").split(", ")
         for other in {k for s in SAMPLERS.values() for k in s.kinds} - set(spec.kinds):
             with pytest.raises(ConfigError, match=f"The sampler '{name}' does not fit .* '{other}'"):
@@ -282,10 +282,10 @@ def test_every_sampler_is_offered_by_the_config_check_the_cli_and_the_registry()
 
 
 def test_a_kind_without_samplers_and_an_unknown_name_are_one_sentence_each():
-    with pytest.raises(ConfigError, match="diffusion kind 'autoencoder' has no sampler; .*ddpm, tutorial"):
+    with pytest.raises(ConfigError, match="diffusion kind 'autoencoder' has no sampler; .*ddpm, flow, tutorial"):
         samplers.check("ddim", "autoencoder")
-    with pytest.raises(ConfigError, match="Unknown sampler 'euler'; choose one of: ddpm, .*, tutorial"):
-        samplers.get("euler")
+    with pytest.raises(ConfigError, match="Unknown sampler 'magic'; choose one of: ddpm, .*, tutorial"):
+        samplers.get("magic")
 
 
 def test_every_recipe_samples_with_a_sampler_of_its_kind():
@@ -333,6 +333,7 @@ def test_resampling_is_refused_exactly_where_the_registry_says():
 def test_only_the_distilled_models_sampler_is_left_out_for_ordinary_models():
     assert samplers.names("ddpm", for_any_model=True) == ("ddpm", "ddim", "dpmpp_2m", "heun")
     assert samplers.names("tutorial", for_any_model=True) == ("tutorial",)
+    assert samplers.names("flow", for_any_model=True) == ("heun", "euler", "midpoint")
 
 
 def test_the_dispatcher_refuses_the_tutorials_sampler_with_a_sentence():

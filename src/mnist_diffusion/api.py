@@ -23,6 +23,7 @@ import numpy as np
 
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.config import RunConfig, apply_overrides, with_changes
+from mnist_diffusion.diffusion.samplers import check_settings
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation.report import baseline_labels, evaluate_images, read_samples
 from mnist_diffusion.files import check_writable
@@ -39,7 +40,12 @@ RESUMABLE_CHANGES = {"train": ("epochs", "max_steps", "precision", "threads", "c
 
 
 def _changed(cfg: RunConfig, overrides: list[str], sections: dict[str, dict]) -> RunConfig:
-    return with_changes(apply_overrides(cfg, overrides), **sections)
+    """`cfg` with the overrides applied, its sample settings checked against its noise process now, not when the
+    run's first samples are drawn."""
+    cfg = with_changes(apply_overrides(cfg, overrides), **sections)
+    if cfg.diffusion.kind != "autoencoder":
+        check_settings(cfg.sample, cfg.diffusion.kind)
+    return cfg
 
 
 def resolve_run(recipe: str | RunConfig = "seed", out: str | Path | None = None, resume: str | Path | None = None,

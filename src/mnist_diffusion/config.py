@@ -64,15 +64,16 @@ Probability = Annotated[float, Range(0, 1, high_open=True)]  # [0, 1)
 Dataset = Literal["mnist", "fashion-mnist"]
 ValueRange = Literal["unit", "signed"]  # [0, 1] (the seed tutorial) | [-1, 1] (DDPM)
 ModelKind = Literal["basic_unet", "unet", "autoencoder"]
-DiffusionKind = Literal["tutorial", "ddpm", "autoencoder"]
+DiffusionKind = Literal["tutorial", "ddpm", "flow", "autoencoder"]
 ScheduleName = Literal["linear", "cosine"]
-Prediction = Literal["eps", "x0", "v"]
+Prediction = Literal["eps", "x0", "v", "velocity"]  # v: Salimans & Ho 2022; velocity: eps - x0 (flows)
 Weighting = Literal["uniform", "min_snr"]
 OptimizerName = Literal["adam", "adamw"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 where the device runs it fast (precision.py)
 DistillMethod = Literal["trajectory", "consistency"]  # training/distill.py
 Spacing = Literal["leading", "linspace", "trailing", "karras"]
+TimeSampling = Literal["uniform", "logit_normal"]  # flow matching's training times (diffusion/flow.py)
 
 
 @dataclass(frozen=True)
@@ -101,13 +102,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    kind: DiffusionKind = "ddpm"  # tutorial (uniform-noise corrupt(), x0 MSE) | ddpm | autoencoder (recon + KL)
+    kind: DiffusionKind = "ddpm"  # tutorial (uniform-noise corrupt(), x0 MSE) | ddpm | flow | autoencoder (recon + KL)
     schedule: ScheduleName = "linear"  # linear (Ho 2020) | cosine (Nichol & Dhariwal 2021)
     timesteps: Annotated[int, Range(21)] = 1000  # the linear schedule's last beta reaches 1 at 20
     prediction: Prediction = "eps"
     loss_weighting: Weighting = "uniform"  # uniform | min_snr (Hang et al. 2023)
     min_snr_gamma: PositiveFloat = 5.0
     kl_weight: NonNegativeFloat = 1e-6  # autoencoder only: weight of the KL term that keeps the latent smooth
+    time_sampling: TimeSampling = "uniform"  # flow only: uniform or logit-normal times (Esser et al. 2024)
+    logit_mean: float = 0.0  # flow only: the logit-normal's mean and spread
+    logit_std: PositiveFloat = 1.0
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class SampleConfig:
     guidance_interval: tuple[NonNegativeFloat, ...] | None = None
     spacing: Spacing = "trailing"  # leading | linspace | trailing | karras (Karras et al. 2022, rho = 7)
     eta: Annotated[float, Range(0, 1)] = 0.0  # DDIM only: 0 = deterministic, 1 = DDPM-like
+    shift: PositiveFloat = 1.0  # flow models only: the grid's timestep shift (Esser et al. 2024); 1 = uniform
 
 
 @dataclass(frozen=True)
@@ -380,11 +385,20 @@ def validate(cfg: RunConfig) -> None:
     """Checks across settings (each setting's own range is checked by its type); raises `ConfigError`."""
     if not cfg.model.channels:
         raise ConfigError("model.channels must list at least one width.")
-    pairs = {"basic_unet": "tutorial", "unet": "ddpm", "autoencoder": "autoencoder"}
-    if pairs[cfg.model.kind] != cfg.diffusion.kind:
-        raise ConfigError(
-            f"model.kind {cfg.model.kind} goes with diffusion.kind {pairs[cfg.model.kind]}, not {cfg.diffusion.kind}."
-        )
+    pairs = {"basic_unet": ("tutorial",), "unet": ("ddpm", "flow"), "autoencoder": ("autoencoder",)}
+    if cfg.diffusion.kind not in pairs[cfg.model.kind]:
+        raise ConfigError(f"model.kind {cfg.model.kind} goes with diffusion.kind "
+                          f"{' or '.join(pairs[cfg.model.kind])}, not {cfg.diffusion.kind}.")
+    flow, prediction = cfg.diffusion.kind == "flow", cfg.diffusion.prediction
+    if flow and prediction not in ("velocity", "x0", "eps"):
+        raise ConfigError(f"diffusion.prediction {prediction} is a VP-path parametrisation; a flow model predicts "
+                          "velocity (or x0 or eps).")
+    if not flow and prediction == "velocity":
+        raise ConfigError(f"diffusion.prediction velocity is flow matching's; set diffusion.kind=flow, or predict "
+                          f"eps, x0 or v for a {cfg.diffusion.kind} model.")
+    if flow and cfg.diffusion.loss_weighting != "uniform":
+        raise ConfigError("diffusion.loss_weighting min_snr weights DDPM timesteps; a flow model trains with "
+                          "uniform weighting (choose its times with diffusion.time_sampling).")
     check_guidance_interval(cfg.sample)
     if cfg.distill is not None:
         d = cfg.distill

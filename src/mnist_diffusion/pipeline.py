@@ -30,7 +30,7 @@ from mnist_diffusion.config import ConfigError, RunConfig, SampleConfig, from_di
 from mnist_diffusion.data import to_float, to_uint8
 from mnist_diffusion.device import resolve_device
 from mnist_diffusion.diffusion.process import make_process
-from mnist_diffusion.diffusion.samplers import chain, check_settings
+from mnist_diffusion.diffusion.samplers import chain, check_resample, check_settings
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.inpainting import (
     INPAINT_METHODS,
@@ -61,7 +61,6 @@ class _ModelDefault:
 
 
 MODEL_DEFAULT = _ModelDefault()
-DEFAULT = MODEL_DEFAULT  # the name it had before
 
 
 def sampling_layout(net: nn.Module, device: str | torch.device) -> nn.Module:
@@ -169,12 +168,13 @@ class Pipeline:
 
     # ---- sampling -----------------------------------------------------------------------------------------
     def settings(self, sampler=None, steps=None, guidance=None, spacing=None, eta=None,
-                 guidance_interval=MODEL_DEFAULT) -> SampleConfig:
+                 guidance_interval=MODEL_DEFAULT, shift=None) -> SampleConfig:
         """The model's sample settings with the given ones replaced, checked like any config."""
         data = to_dict(self.config.sample)
-        given = {"sampler": sampler, "steps": steps, "guidance": guidance, "spacing": spacing, "eta": eta}
+        given = {"sampler": sampler, "steps": steps, "guidance": guidance, "spacing": spacing, "eta": eta,
+                 "shift": shift}
         data.update({k: v for k, v in given.items() if v is not None})
-        if guidance_interval is not MODEL_DEFAULT and guidance_interval != "default":
+        if guidance_interval is not MODEL_DEFAULT:
             data["guidance_interval"] = None if guidance_interval is None else list(guidance_interval)
         if not self.num_classes:
             data["guidance"] = 1.0 if guidance is None else data["guidance"]
@@ -271,19 +271,21 @@ class Pipeline:
     def sample(self, n: int = 64, labels=None, guidance: float | None = None, steps: int | None = None,
                sampler: str | None = None, seed: int = 0, progress: bool = False,
                callback: StepCallback | None = None, spacing: str | None = None, eta: float | None = None,
-               guidance_interval=MODEL_DEFAULT, batch_size: int | None = None) -> SampleResult:
+               guidance_interval=MODEL_DEFAULT, shift: float | None = None,
+               batch_size: int | None = None) -> SampleResult:
         """Draw n digits. Settings left out come from the model (its config's `sample` section).
 
         labels: None (a conditional model then draws 0-9 in turn), a digit, a spec like '0-9' or '3,5,8', or a
         sequence of digits; they cycle, so n = 10000 with '0-9' gives 1,000 of each. guidance: the
         classifier-free guidance scale (1 = none); guidance_interval: (low, high) noise levels where it
-        applies, None = every step. seed: image i starts from noise seeded with seed + i. progress: a tqdm
+        applies, None = every step. shift: a flow model's timestep shift (1 = a uniform grid). seed: image i
+        starts from noise seeded with seed + i. progress: a tqdm
         bar per sampler step (steps x batches; in notebooks too). callback: see `sample_batch`.
         """
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise UserError(f"n must be a whole number of images >= 1, got {n!r}.")
         started = time.perf_counter()
-        settings = self.settings(sampler, steps, guidance, spacing, eta, guidance_interval)
+        settings = self.settings(sampler, steps, guidance, spacing, eta, guidance_interval, shift)
         all_labels = cycled_labels(labels, self.num_classes, n, every_class=True)
         samples = self._draw(n, all_labels, settings, seed, batch_size, progress, callback, "sampling",
                              settings.steps)
@@ -315,9 +317,8 @@ class Pipeline:
         started = time.perf_counter()
         settings = self.settings(sampler, self.inpaint_steps if steps is None else steps,
                                  guidance if labels is not None else 1.0)
-        if resample > 1 and settings.sampler in ("tutorial", "heun"):
-            raise UserError(f"RePaint resampling (resample > 1) steps with DDIM; the {settings.sampler!r} sampler "
-                            "cannot resample: use resample=1, or sampler ddim / ddpm / dpmpp_2m.")
+        if resample > 1:
+            check_resample(settings.sampler, self.config.diffusion.kind)
         all_labels = cycled_labels(labels, self.num_classes, len(images), every_class=False)
 
         def per_batch(batch):

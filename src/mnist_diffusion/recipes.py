@@ -40,8 +40,8 @@ DDPM = RunConfig(
 
 # Class-conditional DDPM with classifier-free guidance (Ho & Salimans 2022): labels dropped 10% of the time.
 # Min-SNR-5 loss weighting (Hang et al. 2023) converges markedly faster, which matters on a CPU budget, and so
-# does lr 2e-3 with a 20-step warm-up, with no loss after the full 10 epochs (measured in
-# benchmarks/results/peer_budget.md and cuda_check.md).
+# does lr 2e-3 with a 20-step warm-up, with no loss after the full 10 epochs (the `peers.budget` and `gpu.check`
+# records in docs/results.md).
 DDPM_COND = RunConfig(
     recipe="ddpm-cond",
     data=DDPM.data,
@@ -74,8 +74,8 @@ LDM_AE = RunConfig(
 # The latent U-Net is deliberately small (widths (64, 96), one block per level, no middle residual block: about
 # a ninth of the pixel U-Net's work per pass) so that sampling is several times faster than in pixels; being
 # cheap, it trains for 12 epochs. lr 2e-3 with 20 warm-up steps, as `ddpm-cond`. Guidance 2 by default: about
-# the lowest that keeps label accuracy above 98% (speed, quality and the guidance sweep: assets/ldm.md,
-# benchmarks/results/ldm_vs_pixel.md, ldm_guidance.md).
+# about the lowest that keeps nearly every digit the one asked for (speed, quality and the guidance sweep:
+# assets/ldm.md and the `sampling.latent_vs_pixel` and `quality.sampling` records in docs/results.md).
 LDM = RunConfig(
     recipe="ldm",
     data=DataConfig(value_range="signed"),
@@ -88,6 +88,29 @@ LDM = RunConfig(
     ),
     sample=SampleConfig(sampler="dpmpp_2m", steps=20, guidance=2.0, spacing="trailing"),
     latent=LatentConfig(autoencoder="ldm-ae", autoencoder_sha256="", scale=0.0, shape=(4, 7, 7)),
+)
+
+# Flow matching (Lipman et al. 2023; Liu et al. 2023): the straight path x_t = (1 - t) x0 + t eps, the network
+# predicting the velocity eps - x0 at times drawn logit-normal (Esser et al. 2024), sampled by Heun's method on
+# the flow ODE. The U-Net and training of `ddpm` / `ddpm-cond`; what the tutorial's sampler already was, with
+# Gaussian noise and a time input (notebook 06).
+FLOW = RunConfig(
+    recipe="flow",
+    data=DDPM.data,
+    model=DDPM.model,
+    diffusion=DiffusionConfig(kind="flow", prediction="velocity", time_sampling="logit_normal"),
+    train=DDPM.train,
+    sample=SampleConfig(sampler="heun", steps=8, guidance=1.0),
+)
+
+# Class-conditional flow matching with classifier-free guidance on the velocity.
+FLOW_COND = RunConfig(
+    recipe="flow-cond",
+    data=DDPM_COND.data,
+    model=DDPM_COND.model,
+    diffusion=FLOW.diffusion,
+    train=DDPM_COND.train,
+    sample=SampleConfig(sampler="heun", steps=8, guidance=2.0),
 )
 
 # A few-step student of a guided teacher (training/distill.py): `--set distill.teacher=ddpm-cond` for the pixel
@@ -103,7 +126,9 @@ DISTILL = RunConfig(
     distill=DistillConfig(teacher="ldm", method="trajectory", steps=4, teacher_steps=20),
 )
 
-RECIPES: dict[str, RunConfig] = {cfg.recipe: cfg for cfg in (SEED, DDPM, DDPM_COND, LDM_AE, LDM, DISTILL)}
+RECIPES: dict[str, RunConfig] = {
+    cfg.recipe: cfg for cfg in (SEED, DDPM, DDPM_COND, FLOW, FLOW_COND, LDM_AE, LDM, DISTILL)
+}
 
 
 def get_recipe(name: str) -> RunConfig:

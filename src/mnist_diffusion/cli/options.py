@@ -19,7 +19,7 @@ def sampler_help() -> str:
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
-    """--sampler, --steps, --guidance, --guidance-interval, --labels, --spacing, --eta, --batch-size."""
+    """--sampler, --steps, --guidance, --guidance-interval, --labels, --spacing, --eta, --shift, --batch-size."""
     g = p.add_argument_group("sampling (defaults: the model's own settings)")
     g.add_argument("--sampler", choices=samplers.names(), metavar="SAMPLER", help=sampler_help())
     g.add_argument("--steps", type=int, help="number of sampler steps (grid points)")
@@ -29,6 +29,8 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--labels", help="digits to draw, cycling: 0-9 | 7 | 3,5,8 (conditional models)")
     g.add_argument("--spacing", choices=choices(SampleConfig, "spacing"), help="timestep spacing")
     g.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic, 1 = DDPM-like)")
+    g.add_argument("--shift", type=float, help="flow models: the grid's timestep shift (1 = uniform; > 1 puts "
+                   "more steps where noise dominates)")
     g.add_argument("--batch-size", type=int, help="images per batch")
 
 
@@ -62,5 +64,5 @@ def parse_interval(text: str | None):
 def sampling_settings(args: argparse.Namespace) -> dict:
     """The keyword arguments of `Pipeline.sample` that the sampling options give."""
     return {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "labels": args.labels,
-            "spacing": args.spacing, "eta": args.eta, "batch_size": args.batch_size,
+            "spacing": args.spacing, "eta": args.eta, "shift": args.shift, "batch_size": args.batch_size,
             "guidance_interval": parse_interval(args.guidance_interval)}

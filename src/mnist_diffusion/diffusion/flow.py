@@ -21,13 +21,13 @@ from collections.abc import Callable
 
 import torch
 
-from mnist_diffusion.diffusion.denoiser import velocity_from_x0_eps, x0_eps_from_velocity
-from mnist_diffusion.diffusion.samplers import Callback, visit
+from mnist_diffusion.diffusion.ddpm_loss import drop_labels
+from mnist_diffusion.diffusion.denoiser import target_for
+from mnist_diffusion.diffusion.steps import Callback, visit
 from mnist_diffusion.errors import UserError
 
 Denoise = Callable[[torch.Tensor, float], "tuple[torch.Tensor, torch.Tensor]"]
 TIME_SAMPLINGS = ("uniform", "logit_normal")
-FLOW_SPACINGS = ("uniform", "shifted")
 NETWORK_TIME_SCALE = 1000.0  # the network sees 1000 t: the range its sinusoidal time embedding was built for
 
 
@@ -70,19 +70,15 @@ def sample_times(batch: int, kind: str = "uniform", mean: float = 0.0, std: floa
     raise UserError(f"Unknown flow time sampling {kind!r}; choose one of: {', '.join(TIME_SAMPLINGS)}.")
 
 
-def flow_grid(steps: int, spacing: str = "uniform", shift: float = 1.0) -> list[float]:
-    """A descending grid of steps + 1 times from 1 to 0: uniform, or shifted (SD3's resolution shift: with
-    shift > 1 more of the steps go where noise dominates)."""
+def flow_grid(steps: int, shift: float = 1.0) -> list[float]:
+    """A descending grid of steps + 1 times from 1 to 0, uniform, or with SD3's timestep shift t -> shift t /
+    (1 + (shift - 1) t) (Esser et al. 2024): shift > 1 puts more of the steps where noise dominates."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise UserError(f"The number of sampling steps must be a whole number >= 1, got {steps!r}.")
-    if spacing not in FLOW_SPACINGS:
-        raise UserError(f"Unknown flow spacing {spacing!r}; choose one of: {', '.join(FLOW_SPACINGS)}.")
-    if not (math.isfinite(shift) and shift > 0):
-        raise UserError(f"The timestep shift must be a finite number > 0, got {shift}.")
+    if not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
+        raise UserError(f"The timestep shift must be a finite number > 0, got {shift!r}.")
     ts = [(steps - i) / steps for i in range(steps + 1)]
-    if spacing == "shifted":
-        ts = [shift * t / (1 + (shift - 1) * t) for t in ts]
-    return ts
+    return ts if shift == 1 else [shift * t / (1 + (shift - 1) * t) for t in ts]
 
 
 def _check_grid(ts: list[float]) -> list[float]:
@@ -93,7 +89,8 @@ def _check_grid(ts: list[float]) -> list[float]:
 
 
 @torch.no_grad()
-def sample_euler(denoiser: Denoise, x: torch.Tensor, ts: list[float], callback: Callback | None = None):
+def sample_euler(denoiser: Denoise, x: torch.Tensor, ts: list[float], generator: torch.Generator | None = None,
+                 callback: Callback | None = None):
     """Euler steps of dx/dt = (x - x0) / t over the grid: x_s = (s / t) x_t + (1 - s / t) x0. Returns x at 0."""
     ts = _check_grid(ts)
     steps = len(ts) - 1
@@ -105,7 +102,8 @@ def sample_euler(denoiser: Denoise, x: torch.Tensor, ts: list[float], callback: 
 
 
 @torch.no_grad()
-def sample_heun(denoiser: Denoise, x: torch.Tensor, ts: list[float], callback: Callback | None = None):
+def sample_heun(denoiser: Denoise, x: torch.Tensor, ts: list[float], generator: torch.Generator | None = None,
+                callback: Callback | None = None):
     """Heun's second-order method (the trapezoid rule with an Euler predictor, Karras et al. 2022 alg. 1) on
     dx/dt = (x - x0) / t; the last step, to t = 0 where the slope has no second point, is Euler. Two network
     evaluations a step but the last."""
@@ -114,25 +112,30 @@ def sample_heun(denoiser: Denoise, x: torch.Tensor, ts: list[float], callback: C
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
         x0, _ = denoiser(x, t)
         x = visit(callback, i, t, steps, x, x0)
+        if s == 0.0:
+            x = x0  # Euler to t = 0: x + (0 - t) (x - x0) / t
+            continue
         d = (x - x0) / t
         x_euler = x + (s - t) * d
-        if s == 0.0:
-            x = x_euler
-            continue
         x0_next, _ = denoiser(x_euler, s)
         x = x + (s - t) * 0.5 * (d + (x_euler - x0_next) / s)
     return x
 
 
 @torch.no_grad()
-def sample_midpoint(denoiser: Denoise, x: torch.Tensor, ts: list[float], callback: Callback | None = None):
-    """The explicit midpoint method on dx/dt = (x - x0) / t: the slope at half a step decides the whole step.
-    Two network evaluations a step."""
+def sample_midpoint(denoiser: Denoise, x: torch.Tensor, ts: list[float], generator: torch.Generator | None = None,
+                    callback: Callback | None = None):
+    """The explicit midpoint method on dx/dt = (x - x0) / t: the slope at half a step decides the whole step;
+    the last step, to t = 0, is Euler (x0 itself), as in `sample_heun`. Two network evaluations a step but the
+    last. `generator` is unused here and in the other ODE samplers (no noise is drawn)."""
     ts = _check_grid(ts)
     steps = len(ts) - 1
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
         x0, _ = denoiser(x, t)
         x = visit(callback, i, t, steps, x, x0)
+        if s == 0.0:
+            x = x0
+            continue
         mid = 0.5 * (t + s)
         x_mid = x + (mid - t) * (x - x0) / t
         x0_mid, _ = denoiser(x_mid, mid)
@@ -140,17 +143,21 @@ def sample_midpoint(denoiser: Denoise, x: torch.Tensor, ts: list[float], callbac
     return x
 
 
-def flow_matching_loss(net: Callable[..., torch.Tensor], x0: torch.Tensor, labels: torch.Tensor | None = None,
+def flow_matching_loss(net: Callable[..., torch.Tensor], x0: torch.Tensor, prediction: str = "velocity",
+                       labels: torch.Tensor | None = None, num_classes: int = 0, label_dropout: float = 0.0,
                        time_sampling: str = "uniform", mean: float = 0.0, std: float = 1.0,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Conditional flow matching (Lipman et al. 2023): t from `sample_times`, eps ~ N(0, I), x_t on the straight
-    path, MSE of net(x_t, 1000 t, labels) to v = eps - x0. Draws t then eps from `generator`.
-    Returns (loss, per_sample_loss (B,), t (B,))."""
+    path, MSE of net(x_t, 1000 t, labels) to the `prediction` target (velocity eps - x0, or x0, or eps). Labels
+    are dropped to the "no label" class `num_classes` with probability `label_dropout` (classifier-free
+    guidance). Draws t, eps, then the dropout from `generator`. Returns (loss, per_sample_loss (B,), t (B,))."""
     device = generator.device if generator is not None else x0.device
     t = sample_times(x0.shape[0], time_sampling, mean, std, generator, device).to(x0.device, x0.dtype)
     eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
+    if labels is not None and num_classes and label_dropout > 0:
+        labels = drop_labels(labels, num_classes, label_dropout, generator)
     path = FlowPath()
-    x_t = path.q_sample(x0, t, eps)
-    out = net(x_t, path.network_time(t), labels)
-    per_sample = ((out.float() - velocity_from_x0_eps(x0, eps).float()) ** 2).flatten(1).mean(1)
+    alpha, sigma = path.coefficients(t, x0)
+    out = net(alpha * x0 + sigma * eps, path.network_time(t), labels)
+    per_sample = ((out.float() - target_for(prediction, x0, eps, alpha, sigma).float()) ** 2).flatten(1).mean(1)
     return per_sample.mean(), per_sample, t

@@ -25,13 +25,9 @@ from collections.abc import Callable
 import torch
 
 from mnist_diffusion.diffusion.denoiser import Denoiser
-from mnist_diffusion.diffusion.samplers import Callback, gaussian_like, prepare_grid, visit
+from mnist_diffusion.diffusion.samplers import gaussian_like, prepare_grid
+from mnist_diffusion.diffusion.steps import Callback, visit
 from mnist_diffusion.diffusion.schedule import NoiseSchedule
-
-
-def _alpha_sigma(schedule: NoiseSchedule, t: float) -> tuple[float, float]:
-    ab = schedule.alpha_bar(torch.tensor(float(t), dtype=torch.float64)).item()
-    return math.sqrt(ab), math.sqrt(1.0 - ab)
 
 
 def replacement(schedule: NoiseSchedule, known: torch.Tensor, mask: torch.Tensor,
@@ -39,7 +35,7 @@ def replacement(schedule: NoiseSchedule, known: torch.Tensor, mask: torch.Tensor
     """A sampling callback that puts the known region of x_t back on q(x_t | known) at every step."""
 
     def callback(step: dict) -> torch.Tensor:
-        alpha, sigma = _alpha_sigma(schedule, step["t"])
+        alpha, sigma = schedule.alpha_sigma(step["t"])
         x_t = step["x_t"]
         return mask * (alpha * known + sigma * gaussian_like(x_t, generator)) + (1 - mask) * x_t
 
@@ -52,7 +48,7 @@ def projection(schedule: NoiseSchedule, paste: Callable[[torch.Tensor], torch.Te
     `paste(x0)` puts the known region in."""
 
     def callback(step: dict) -> torch.Tensor:
-        alpha, _ = _alpha_sigma(schedule, step["t"])
+        alpha, _ = schedule.alpha_sigma(step["t"])
         return step["x_t"] + alpha * (paste(step["x0"]) - step["x0"])
 
     return callback

@@ -14,12 +14,13 @@ from typing import Literal, Protocol
 import torch
 
 from mnist_diffusion.config import DiffusionConfig, SampleConfig
+from mnist_diffusion.diffusion import samplers
 from mnist_diffusion.diffusion.denoiser import Denoiser
+from mnist_diffusion.diffusion.flow import FlowPath, flow_grid
 from mnist_diffusion.diffusion.inpaint import projection, replacement, sample_repaint
-from mnist_diffusion.diffusion.samplers import Callback
-from mnist_diffusion.diffusion.samplers import sample as run_sampler
 from mnist_diffusion.diffusion.schedule import make_schedule, sampling_grid
-from mnist_diffusion.diffusion.tutorial import corrupt, sample_tutorial
+from mnist_diffusion.diffusion.steps import Callback
+from mnist_diffusion.diffusion.tutorial import corrupt
 from mnist_diffusion.errors import UserError
 
 Net = Callable[..., torch.Tensor]
@@ -62,14 +63,32 @@ class DDPMProcess:
         if resample > 1:
             grid = sampling_grid(self.schedule, settings.steps, settings.spacing)
             return sample_repaint(denoiser, z_T, grid, resample, eta=1.0, generator=generator, callback=callback)
-        return run_sampler(settings.sampler, denoiser, z_T, settings.steps, spacing=settings.spacing,
-                           generator=generator, callback=callback, eta=settings.eta)
+        return samplers.sample(settings.sampler, denoiser, z_T, settings.steps, spacing=settings.spacing,
+                               generator=generator, callback=callback, eta=settings.eta)
 
     def projection(self, paste: Paste) -> Callback:
         return projection(self.schedule, paste)
 
     def replacement(self, known, mask, generator=None) -> Callback:
         return replacement(self.schedule, known, mask, generator)
+
+
+class FlowProcess(DDPMProcess):
+    """Flow matching's straight path (`flow.py`): Gaussian noise at t = 1, the data at t = 0; ODE samplers over a
+    grid of times (uniform, or shifted by `sample.shift`). The path stands where DDPM's schedule does, so the
+    denoiser, guidance and inpainting's projection and replacement work on it unchanged."""
+
+    def __init__(self, diffusion: DiffusionConfig):
+        self.schedule = FlowPath()
+        self.prediction = diffusion.prediction
+
+    def sample(self, net, z_T, settings, labels=None, generator=None, callback=None, resample=1, guide=None):
+        if resample > 1:
+            raise UserError("RePaint's resampling steps a VP process; a flow model completes with resample=1.")
+        interval = None if settings.guidance_interval is None else tuple(settings.guidance_interval)
+        denoiser = self.denoiser(net, labels, settings.guidance, interval, guide)
+        walk = samplers.check(settings.sampler, "flow").function_for("flow")
+        return walk(denoiser, z_T, flow_grid(settings.steps, settings.shift), generator=generator, callback=callback)
 
 
 class TutorialProcess:
@@ -81,7 +100,7 @@ class TutorialProcess:
     def sample(self, net, z_T, settings, labels=None, generator=None, callback=None, resample=1, guide=None):
         if resample > 1:
             raise UserError("The tutorial's sampler cannot resample; use resample=1.")
-        return sample_tutorial(net, z_T, settings.steps, callback=callback)
+        return samplers.check(settings.sampler, "tutorial").function(net, z_T, settings.steps, callback=callback)
 
     def projection(self, paste: Paste) -> Callback:
         """Step i moves x by 1 / (steps - i) of the way to x0; with x0 corrected, x moves by that share of the
@@ -101,6 +120,7 @@ class TutorialProcess:
 
 PROCESSES: dict[str, Callable[[DiffusionConfig], NoiseProcess]] = {
     "ddpm": DDPMProcess,
+    "flow": FlowProcess,
     "tutorial": lambda diffusion: TutorialProcess(),
 }
 

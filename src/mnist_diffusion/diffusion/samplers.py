@@ -8,13 +8,7 @@ denoiser clips). Neighbouring timesteps always come from the grid, never from a 
 computed in float64 from the schedule and used as Python floats, so the image tensors only ever see work in
 their own dtype.
 
-The callback contract, one for every sampler (k-diffusion style; new keys never break old callbacks): at each
-grid point, after the denoiser, `callback(step)` gets a dict
-    i        index of the grid point, 0 .. steps-1        t      its timestep (the tutorial: the noise amount)
-    steps    the grid's length                            x_t    the current sample (VP scaling), (B, C, H, W)
-    x0, denoised   the denoiser's estimate of the clean sample (the same tensor under both names)
-and may return a tensor shaped like x_t to replace it: the step is then taken from the returned x_t with the
-same x0 estimate (what inpainting and other guided edits need). Return None to change nothing.
+Every sampler takes the step callback of `steps.py` (its contract is written there).
 """
 
 from __future__ import annotations
@@ -26,40 +20,11 @@ from typing import Literal
 import torch
 
 from mnist_diffusion.config import ConfigError, SampleConfig, check_guidance_interval
+from mnist_diffusion.diffusion import flow
 from mnist_diffusion.diffusion.denoiser import Denoiser, eps_from_x0
 from mnist_diffusion.diffusion.schedule import SPACINGS, NoiseSchedule, karras_timesteps, timestep_grid
+from mnist_diffusion.diffusion.steps import Callback, chain, visit  # noqa: F401 - re-exported
 from mnist_diffusion.errors import UserError
-
-Callback = Callable[[dict], "torch.Tensor | None"]
-
-
-def chain(*callbacks: Callback | None) -> Callback | None:
-    """Callbacks run in turn at each step, each seeing the x_t the one before it returned; None if all are None."""
-    active = [c for c in callbacks if c is not None]
-    if len(active) <= 1:
-        return active[0] if active else None
-
-    def callback(step: dict) -> torch.Tensor | None:
-        x_t = step["x_t"]
-        for c in active:
-            out = c({**step, "x_t": x_t})
-            x_t = x_t if out is None else out
-        return x_t
-
-    return callback
-
-
-def visit(callback: Callback | None, i: int, t: float, steps: int, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """Hand grid point i to `callback`; returns x_t, or the replacement the callback returned."""
-    if callback is None:
-        return x
-    out = callback({"i": i, "t": t, "steps": steps, "x_t": x, "x0": x0, "denoised": x0})
-    if out is None:
-        return x
-    if not torch.is_tensor(out) or out.shape != x.shape:
-        raise UserError(f"A sampling callback returned {type(out).__name__} "
-                        f"{tuple(getattr(out, 'shape', ()))}; return None or a tensor shaped like x_t {tuple(x.shape)}.")
-    return out.to(x)
 
 
 def prepare_grid(schedule: NoiseSchedule, timesteps, end: float | None = None) -> tuple[list, torch.Tensor]:
@@ -260,6 +225,12 @@ class SamplerSpec:
     needs_distilled: bool = False  # gives good digits only from a network distilled for it
     takes: Literal["denoiser", "network"] = "denoiser"  # `function(denoiser, x_T, grid, generator, callback)`,
     # or the tutorial's `function(net, x, steps, callback)`
+    variants: tuple[tuple[str, Callable[..., torch.Tensor]], ...] = ()  # (kind, function) where the same method
+    # is written for another noise process's grid (flow matching's times in [0, 1])
+
+    def function_for(self, kind: str) -> Callable[..., torch.Tensor]:
+        """The function that runs this sampler for diffusion kind `kind`."""
+        return dict(self.variants).get(kind, self.function)
 
     def evaluations(self, steps: int) -> int:
         """Network evaluations over a `steps`-point grid (guidance batches its two passes, so it does not double)."""
@@ -272,7 +243,11 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec("ddpm", sample_ddpm, ("ddpm",), "ancestral sampling, Ho et al. 2020", stochastic=True),
         SamplerSpec("ddim", sample_ddim, ("ddpm",), "DDIM, Song et al. 2021; eta > 0 adds noise", takes_eta=True),
         SamplerSpec("dpmpp_2m", sample_dpmpp_2m, ("ddpm",), "DPM-Solver++(2M), Lu et al. 2022"),
-        SamplerSpec("heun", sample_heun, ("ddpm",), "Heun's 2nd-order ODE solver, Karras et al. 2022",
+        SamplerSpec("heun", sample_heun, ("ddpm", "flow"), "Heun's 2nd-order ODE solver, Karras et al. 2022",
+                    evaluations_per_step=2, can_resample=False, variants=(("flow", flow.sample_heun),)),
+        SamplerSpec("euler", flow.sample_euler, ("flow",), "Euler steps of the flow ODE, Lipman et al. 2023",
+                    can_resample=False),
+        SamplerSpec("midpoint", flow.sample_midpoint, ("flow",), "the explicit midpoint method on the flow ODE",
                     evaluations_per_step=2, can_resample=False),
         SamplerSpec("consistency", sample_consistency, ("ddpm",),
                     "multistep consistency sampling, Song et al. 2023; for consistency-distilled models",
@@ -352,6 +327,7 @@ def sample(
     spec = get(name)
     if spec.takes != "denoiser":
         raise UserError(f"The {name!r} sampler takes the network itself, not a denoiser; call {spec.function.__name__}.")
+    check(name, "ddpm")  # a timestep grid of DDPM's schedule; flows walk their own (`process.FlowProcess`)
     if not isinstance(steps, int) or steps < 1:
         raise UserError(f"The number of sampling steps must be a whole number >= 1, got {steps!r}.")
     _check_eta(spec, eta)

@@ -32,8 +32,11 @@ class MetricsLogger:
     def record(self, progress, out: dict[str, Any], batch_size: int, lr: float) -> None:
         loss = float(out["loss"].detach())
         self.loss_sum, self.n, self.images = self.loss_sum + loss, self.n + 1, self.images + batch_size
-        if "t" in out:
-            q = (out["t"].detach().cpu() * QUARTERS // self.timesteps).clamp(max=QUARTERS - 1)
+        if "t" in out or "t_fraction" in out:
+            if "t_fraction" in out:  # a flow's times, in [0, 1]
+                q = (out["t_fraction"].detach().float().cpu() * QUARTERS).long().clamp(0, QUARTERS - 1)
+            else:
+                q = (out["t"].detach().cpu() * QUARTERS // self.timesteps).clamp(max=QUARTERS - 1)
             per = out["per_sample"].detach().float().cpu().double()
             self.q_sum.index_add_(0, q, per)
             self.q_count.index_add_(0, q, torch.ones_like(per))

@@ -1,5 +1,5 @@
-"""The loss a run trains on, chosen from its config: the tutorial's x0 regression, the DDPM objective (on
-pixels, or on a frozen autoencoder's latents), or the autoencoder's own reconstruction + KL loss."""
+"""The loss a run trains on, chosen from its config: the tutorial's x0 regression, the DDPM or flow-matching
+objective (on pixels, or on a frozen autoencoder's latents), or the autoencoder's own reconstruction + KL loss."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch import nn
 
 from mnist_diffusion.config import ConfigError, RunConfig
 from mnist_diffusion.diffusion.ddpm_loss import diffusion_loss
+from mnist_diffusion.diffusion.flow import flow_matching_loss
 from mnist_diffusion.diffusion.schedule import make_schedule
 from mnist_diffusion.diffusion.tutorial import tutorial_loss
 from mnist_diffusion.latent import encode_latents, load_autoencoder
@@ -66,24 +67,36 @@ def make_objective(cfg: RunConfig, device: torch.device, teacher: Teacher | None
         return distill_objective(cfg, device, teacher)
 
     d, conditional = cfg.diffusion, cfg.model.num_classes > 0
-    schedule = make_schedule(d.schedule, d.timesteps)
+    if d.kind == "flow":
 
-    def ddpm_objective(net, x, labels, generator):
-        loss, per_sample, t = diffusion_loss(
-            _WithClasses(net, cfg.model.num_classes), x, schedule, d.prediction,
-            labels=labels if conditional else None, weighting=d.loss_weighting,
-            gamma=d.min_snr_gamma, label_dropout=cfg.train.label_dropout if conditional else 0.0, generator=generator,
-        )
-        return {"loss": loss, "per_sample": per_sample, "t": t}
+        def objective(net, x, labels, generator):
+            loss, per_sample, t = flow_matching_loss(
+                net, x, d.prediction, labels=labels if conditional else None, num_classes=cfg.model.num_classes,
+                label_dropout=cfg.train.label_dropout if conditional else 0.0, time_sampling=d.time_sampling,
+                mean=d.logit_mean, std=d.logit_std, generator=generator,
+            )
+            return {"loss": loss, "per_sample": per_sample, "t_fraction": t}
+
+    else:
+        schedule = make_schedule(d.schedule, d.timesteps)
+
+        def objective(net, x, labels, generator):
+            loss, per_sample, t = diffusion_loss(
+                _WithClasses(net, cfg.model.num_classes), x, schedule, d.prediction,
+                labels=labels if conditional else None, weighting=d.loss_weighting,
+                gamma=d.min_snr_gamma, label_dropout=cfg.train.label_dropout if conditional else 0.0,
+                generator=generator,
+            )
+            return {"loss": loss, "per_sample": per_sample, "t": t}
 
     if cfg.latent is not None:  # latent diffusion (Rombach et al. 2022): the same loss on scaled latents
         autoencoder = load_autoencoder(cfg.latent, device)
 
         def latent_objective(net, x, labels, generator):
-            return ddpm_objective(net, encode_latents(autoencoder, x, cfg.latent.scale), labels, generator)
+            return objective(net, encode_latents(autoencoder, x, cfg.latent.scale), labels, generator)
 
         return latent_objective
-    return ddpm_objective
+    return objective
 
 
 class _WithClasses:
