@@ -59,7 +59,8 @@ def page(url):
 def _run(page, button: str) -> str:
     page.evaluate("document.body.dataset.state = 'waiting'")
     page.click(button)
-    page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=120_000)
+    # a selector, not wait_for_function: the page's policy (CSP) lets no string be evaluated as script
+    page.wait_for_selector("body[data-state=done], body[data-state=error]", timeout=120_000)
     return page.evaluate("document.body.dataset.state")
 
 

@@ -14,6 +14,8 @@ with warnings.catch_warnings():  # starlette asks for another HTTP client; httpx
 
 from mnist_diffusion.serve import ThreadChoice, create_app  # noqa: E402
 
+LOCAL = "http://127.0.0.1:8000"  # the server answers only requests addressed to this machine
+
 
 def _play(choice: ThreadChoice, seconds: dict[int, float], requests: int) -> list[int]:
     picked = []
@@ -47,7 +49,7 @@ def two_threads():
 
 def test_the_server_reports_the_threads_of_each_digit_and_restores_them(two_threads):
     most = two_threads
-    client = TestClient(create_app(["ddpm-cond"]))
+    client = TestClient(create_app(["ddpm-cond"]), base_url=LOCAL)
     used = []
     for seed in range(6):
         response = client.post("/api/generate", json={"model": "ddpm-cond", "digit": 3, "steps": 2, "seed": seed})
@@ -60,7 +62,7 @@ def test_the_server_reports_the_threads_of_each_digit_and_restores_them(two_thre
 
 
 def test_without_tuning_every_digit_takes_all_threads(two_threads):
-    client = TestClient(create_app(["ddpm-cond"], tune_threads=False))
+    client = TestClient(create_app(["ddpm-cond"], tune_threads=False), base_url=LOCAL)
     for seed in range(3):
         response = client.post("/api/generate", json={"model": "ddpm-cond", "digit": 3, "steps": 2, "seed": seed})
         assert json.loads(response.text.strip().splitlines()[-1])["threads"] == two_threads
