@@ -14,7 +14,8 @@ from mnist_diffusion import precision
 from mnist_diffusion.cli import main
 from mnist_diffusion.config import load_run_config
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.models.blocks import GroupNorm, group_norm_fp32_stats
+from mnist_diffusion.models import kernels
+from mnist_diffusion.models.kernels import GroupNorm, group_norm_fp32_stats
 from mnist_diffusion.pipeline import load
 from mnist_diffusion.recipes import get_recipe
 
@@ -155,8 +156,6 @@ def test_group_norm_module_is_nn_group_norm_and_close_in_bf16(side):
 def test_group_norm_in_batch_chunks_gives_the_whole_batch_result(monkeypatch, side, chunk_rows):
     """Without autograd a bf16 channels_last map is normalised a cache-sized chunk of the batch at a time: the same
     values, to the bit, as the whole batch at once (what autograd and torch.compile get)."""
-    from mnist_diffusion.models import blocks
-
     torch.manual_seed(0)
     norm = GroupNorm(8, 32).to(torch.bfloat16)
     with torch.no_grad():
@@ -164,7 +163,7 @@ def test_group_norm_in_batch_chunks_gives_the_whole_batch_result(monkeypatch, si
     x = (torch.randn(5, 32, side, side) * 3 + 1).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
     whole = norm(x).detach()  # autograd: the one-pass form
-    monkeypatch.setattr(blocks, "CHUNK_BYTES", chunk_rows * 4 * x[0].numel())
+    monkeypatch.setattr(kernels, "CHUNK_BYTES", chunk_rows * 4 * x[0].numel())
     with torch.no_grad():
         chunked = norm(x)
     assert chunked.is_contiguous(memory_format=torch.channels_last) and chunked.dtype == torch.bfloat16

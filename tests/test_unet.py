@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from mnist_diffusion.config import ModelConfig
-from mnist_diffusion.models.blocks import ResBlock, repeat_resize, timestep_embedding
+from mnist_diffusion.models.blocks import ResBlock, timestep_embedding
+from mnist_diffusion.models.kernels import repeat_resize
 from mnist_diffusion.models.unet import UNet
 
 # Small widths keep every test well under a second on one thread.
