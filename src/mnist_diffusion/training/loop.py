@@ -228,6 +228,8 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
         cfg, teacher = bind_teacher(cfg, device)
     if cfg.latent is not None:  # latent diffusion: pin the autoencoder's hash and latent scale before writing anything
         cfg = bind_autoencoder(cfg, device)
+    # Decided once, before seeding: a first run on a machine measures the CPU's bf16 probe here.
+    numerics = resolve_precision(cfg.train.precision, device, "train")
     torch.manual_seed(cfg.train.seed)
     net = build_model(cfg.model).to(device)
     if teacher is not None:
@@ -253,7 +255,6 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     elif dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
-        numerics = resolve_precision(cfg.train.precision, device, "train")
         info = {"event": "start", "parameters": count_parameters(net), "device": str(device),
                 "precision": numerics.precision, "precision_reason": numerics.reason,
                 "channels_last": layout.channels_last, "layout_reason": layout.reason,
