@@ -1,13 +1,58 @@
-"""Sampling through torch.compile: one graph per batch size, short batches padded, the same digits."""
+"""The run-time wrappers of a sampling network: bf16 between fp32 boundaries (`Bf16Network`), torch.compile with
+one graph per batch size and short batches padded (`CompiledNetwork`), and `wrap`, which composes them."""
 
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from mnist_diffusion import compiled
-from mnist_diffusion.compiled import CompiledNetwork
+from mnist_diffusion import runtime
+from mnist_diffusion.precision import PrecisionChoice
+from mnist_diffusion.runtime import Bf16Network, CompiledNetwork, wrap
+
+FP32, BF16 = PrecisionChoice("fp32", "test"), PrecisionChoice("bf16", "test")
+
+
+class _Recorder(nn.Module):
+    """A one-conv network that records the dtypes it was called with."""
+
+    num_classes = 10
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        self.seen = None
+
+    def forward(self, x, t, labels):
+        self.seen = (x.dtype, t.dtype, labels.dtype)
+        return self.conv(x)
+
+
+def test_bf16_network_runs_the_weights_in_bf16_between_fp32_boundaries():
+    net = _Recorder()
+    fp32_out = net(torch.ones(2, 1, 4, 4) * 0.3, torch.full((2,), 999.0), torch.arange(2))
+    wrapped = Bf16Network(net)
+    assert wrapped.net is net and net.conv.weight.dtype == torch.bfloat16  # cast in place, exposed as .net
+    out = wrapped(torch.ones(2, 1, 4, 4) * 0.3, torch.full((2,), 999.0), torch.arange(2))
+    assert net.seen == (torch.bfloat16, torch.float32, torch.int64)  # only x is cast: t = 999 stays exact
+    assert out.dtype == torch.float32 and out.shape == fp32_out.shape
+    assert 0 < (out - fp32_out).abs().max() < 0.01  # bf16's rounding
+    assert wrapped.num_classes == 10  # attributes read through to the wrapped network
+    with pytest.raises(AttributeError):
+        wrapped.no_such_attribute  # noqa: B018
+
+
+def test_wrap_composes_the_wrappers_in_one_line(monkeypatch):
+    monkeypatch.setattr(runtime.torch, "compile", lambda net, dynamic: net)
+    net = _Recorder()
+    assert wrap(net, FP32) is net and net.conv.weight.dtype == torch.float32  # fp32: the network as it is
+    compiled = wrap(net, BF16, compile=True)
+    assert isinstance(compiled, CompiledNetwork) and isinstance(compiled.net, Bf16Network)
+    assert compiled.net.net is net and compiled.num_classes == 10
+    assert compiled(torch.zeros(3, 1, 4, 4), torch.zeros(3), torch.arange(3)).dtype == torch.float32
+    assert list(net.state_dict()) == ["conv.weight", "conv.bias"]  # the model's own keys, nothing added
 
 
 def test_a_short_batch_is_padded_to_a_compiled_size_and_cut_back(monkeypatch, tiny_guided_pipeline):
@@ -21,7 +66,7 @@ def test_a_short_batch_is_padded_to_a_compiled_size_and_cut_back(monkeypatch, ti
             return net(x, t, labels)
         return run
 
-    monkeypatch.setattr(compiled.torch, "compile", fake_compile)
+    monkeypatch.setattr(runtime.torch, "compile", fake_compile)
     net = tiny_guided_pipeline().net
     wrapped = CompiledNetwork(net)
     assert wrapped.num_classes == net.num_classes  # attributes come from the plain network

@@ -284,7 +284,7 @@ def test_consistency_sampling_with_the_exact_consistency_function_draws_the_data
 
 def test_under_train_compile_the_teachers_forwards_go_through_the_compiled_network(monkeypatch, teacher):
     """train.compile compiles the teacher too (most of a distillation step); the loss is the eager one."""
-    from mnist_diffusion import compiled
+    from mnist_diffusion import runtime
     from mnist_diffusion.training.distill import distill_objective, load_teacher
 
     batches = []
@@ -295,7 +295,7 @@ def test_under_train_compile_the_teachers_forwards_go_through_the_compiled_netwo
             return net(x, *conditioning)
         return run
 
-    monkeypatch.setattr(compiled.torch, "compile", fake_compile)
+    monkeypatch.setattr(runtime.torch, "compile", fake_compile)
     losses = []
     for extra in ([], ["train.compile=true"]):
         cfg = distill_config(teacher, *extra)

@@ -1,6 +1,7 @@
 """Latent diffusion end to end on ~128 images: autoencoder and latent model trained a few steps via the CLI,
 the latent scale, checkpoint round trips, and the refusals (missing / different autoencoder, wrong shape)."""
 
+import copy
 import json
 
 import numpy as np
@@ -21,6 +22,7 @@ from mnist_diffusion.latent import (
 )
 from mnist_diffusion.models.autoencoder import Autoencoder
 from mnist_diffusion.pipeline import load
+from mnist_diffusion.precision import PrecisionChoice
 from mnist_diffusion.training.latent_binding import measure_scale
 from mnist_diffusion.training.packaging import package_pipeline
 
@@ -57,6 +59,23 @@ def test_latent_scale_gives_unit_std_on_the_training_latents():
     scale = measure_scale(ae, images, "signed", batch_size=50)  # batches must not change the result
     z = ae.encode(to_float(images, "signed")) * scale
     assert z.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_an_autoencoder_run_in_bf16_casts_its_weights_and_takes_and_gives_fp32():
+    torch.manual_seed(0)
+    cfg = RunConfig(model=ModelConfig(kind="autoencoder", channels=(8, 16, 16)))
+    fp32 = FrozenAutoencoder(Autoencoder(cfg.model).eval(), cfg, "", None).run_in(PrecisionChoice("fp32", "test"))
+    bf16 = FrozenAutoencoder(copy.deepcopy(fp32.net), cfg, "", None).run_in(PrecisionChoice("bf16", "test"))
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    x = to_float(load_split("mnist", "test")[0][:4], "signed")
+    z32, z16 = fp32.encode(x), bf16.encode(x)
+    assert z16.dtype == torch.float32 and z16.shape == z32.shape == (4, *fp32.latent_shape)
+    assert 0 < (z16 - z32).abs().max() < 0.05 * z32.abs().max()  # bf16's rounding
+    x32, x16 = fp32.decode(z32), bf16.decode(z32)
+    assert x16.dtype == torch.float32 and 0 < (x16 - x32).abs().max() < 0.05
+    # the same numerics as the bf16 network called by hand: bf16 in, bf16 throughout, fp32 out
+    with torch.no_grad():
+        assert torch.equal(x16, bf16.net.decode(z32.to(torch.bfloat16)).float())
 
 
 def test_ldm_run_records_its_autoencoder(runs):

@@ -12,7 +12,7 @@ PACKAGE = ROOT / "src" / "mnist_diffusion"
 FLOORS = [
     {"errors", "files", "config", "openmp", "cpu"},
     {"assets", "recipes", "device", "precision", "images", "data", "batches", "inpainting"},
-    {"models", "diffusion", "checkpoint", "evaluation", "compiled"},
+    {"models", "diffusion", "checkpoint", "evaluation", "compiled", "runtime"},
     {"latent", "sample_result"},
     {"sample_space", "reconstructions"},
     {"pipeline"},

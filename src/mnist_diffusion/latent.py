@@ -16,32 +16,57 @@ and a deterministic encoding makes the scale and the training targets reproducib
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from mnist_diffusion import assets
+from mnist_diffusion import assets, runtime
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.config import ConfigError, LatentConfig, RunConfig
 from mnist_diffusion.data import to_float, to_uint8
 from mnist_diffusion.errors import CheckpointError
 from mnist_diffusion.models.autoencoder import Autoencoder
+from mnist_diffusion.precision import PrecisionChoice
+
+
+class _PosteriorMean(nn.Module):
+    """An autoencoder's encoder as a network of its own: images -> posterior means (what `runtime.wrap` wraps)."""
+
+    def __init__(self, net: Autoencoder):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.encode(x)[0]
+
+
+class _Decoder(nn.Module):
+    """An autoencoder's decoder as a network of its own: latents -> images (what `runtime.wrap` wraps)."""
+
+    def __init__(self, net: Autoencoder):
+        super().__init__()
+        self.net = net
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(z)
 
 
 @dataclass
 class FrozenAutoencoder:
     """A loaded autoencoder in eval mode: encode/decode without gradients, plus where it came from.
 
-    Its weights may be fp32 or bf16 (`Pipeline` casts a bf16 pipeline's to bf16); either way encode and decode
-    take any float dtype, cast it to the weights', and return fp32.
+    `run_in(precision)` picks the numerics of encode and decode, through the same wrapper as a sampling network
+    (`runtime.wrap`): in bf16 the weights are cast to bf16 and encode and decode still take and return fp32.
     """
 
     net: Autoencoder
     config: RunConfig  # the autoencoder run's own config (data range, widths, latent channels)
     sha256: str
     path: Path
+    _coders: tuple[nn.Module, nn.Module] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -51,17 +76,28 @@ class FrozenAutoencoder:
     def dtype(self) -> torch.dtype:
         return next(self.net.parameters()).dtype
 
+    def run_in(self, precision: PrecisionChoice) -> FrozenAutoencoder:
+        """Encode and decode in `precision` from now on (bf16 casts the weights to bf16 in place); returns self."""
+        self._coders = (runtime.wrap(_PosteriorMean(self.net), precision), runtime.wrap(_Decoder(self.net), precision))
+        return self
+
+    def _encoder_decoder(self) -> tuple[nn.Module, nn.Module]:
+        if self._coders is None:
+            # Deprecated: without `run_in`, the dtype the weights were given (by `.net.to(...)`) at first use.
+            self.run_in(PrecisionChoice("bf16" if self.dtype == torch.bfloat16 else "fp32", "the weights' dtype"))
+        return self._coders
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, c, 28, 28) in the autoencoder's data range -> posterior means (B, C, 7, 7), unscaled, fp32."""
-        return self.net.encode(x.to(self.dtype))[0].float()
+        return self._encoder_decoder()[0](x.float())
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Unscaled latents (B, C, 7, 7) -> images (B, c, 28, 28) in the autoencoder's data range [-1, 1], fp32."""
-        return self.net.decode(z.to(self.dtype)).float()
+        return self._encoder_decoder()[1](z.float())
 
-    def to(self, device: str | torch.device) -> "FrozenAutoencoder":
+    def to(self, device: str | torch.device) -> FrozenAutoencoder:
         self.net.to(device)
         return self
 

@@ -29,7 +29,6 @@ from torch import nn
 
 from mnist_diffusion import assets
 from mnist_diffusion import checkpoint as ckpt
-from mnist_diffusion.compiled import CompiledNetwork
 from mnist_diffusion.config import ConfigError, RunConfig, SampleConfig
 from mnist_diffusion.diffusion.ddpm_loss import drop_labels
 from mnist_diffusion.diffusion.denoiser import Denoiser
@@ -38,6 +37,7 @@ from mnist_diffusion.diffusion.schedule import NoiseSchedule, make_schedule, tim
 from mnist_diffusion.latent import encode_latents, load_autoencoder, weights_sha256
 from mnist_diffusion.models import build_model
 from mnist_diffusion.recipes import get_recipe
+from mnist_diffusion.runtime import CompiledNetwork
 from mnist_diffusion.training.layout import resolve_layout
 
 STUDENT_SAMPLER = {"trajectory": "ddim", "consistency": "consistency"}
