@@ -2,6 +2,8 @@
 
 import itertools
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,16 +11,9 @@ from PIL import Image
 
 from mnist_diffusion import load
 from mnist_diffusion.cli import main
-from mnist_diffusion.figures import (
-    Trajectory,
-    caption,
-    kid_figure,
-    loss_figure,
-    shown_columns,
-    trajectory_frames,
-    write_trajectory_gif,
-)
-from mnist_diffusion.images import grid, label_margins, labelled_grid, save_gif
+from mnist_diffusion.figures import kid_figure, loss_figure
+from mnist_diffusion.images import caption, grid, label_margins, labelled_grid, save_gif
+from mnist_diffusion.trajectory import Trajectory, shown_columns, trajectory_frames, write_trajectory_gif
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +106,16 @@ def test_figures_of_a_run_draw_kid_where_logged(tmp_path):
 def test_figures_refuses_what_is_not_a_model(tmp_path, capsys):
     assert main(["figures", str(tmp_path / "none")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_the_command_line_and_its_denoising_gif_import_no_matplotlib(tmp_path):
+    """matplotlib is for figures only: `import mnist_diffusion.cli` and `sample --gif` (Pillow) must not load it."""
+    gif = tmp_path / "d.gif"
+    code = ("import sys; import mnist_diffusion.cli as cli; assert 'matplotlib' not in sys.modules, 'on import'; "
+            f"assert cli.main(['sample', 'ddpm-cond', '--n', '2', '--steps', '2', '--precision', 'fp32', "
+            f"'--no-progress', '--gif', {str(gif)!r}]) == 0; "
+            "assert 'matplotlib' not in sys.modules, 'by sample --gif'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Image.open(gif).n_frames == 3  # two steps and the final digits
+

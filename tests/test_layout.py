@@ -13,7 +13,7 @@ FLOORS = [
     {"errors", "files", "config", "openmp", "cpu"},
     {"assets", "recipes", "device", "precision", "images", "data", "batches", "inpainting"},
     {"models", "diffusion", "checkpoint", "evaluation", "compiled", "runtime"},
-    {"latent", "sample_result"},
+    {"latent", "sample_result", "trajectory"},
     {"sample_space", "reconstructions"},
     {"pipeline"},
     {"training"},

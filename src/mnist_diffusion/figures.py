@@ -1,4 +1,4 @@
-"""Figures of a model or a run, as PNG files, and the denoising GIF.
+"""Figures of a model or a run, as PNG files (matplotlib); the denoising GIF is `trajectory.py` (Pillow only).
 
 The seed's four: (1) inputs and the same batch corrupted with the amount rising left to right, (2) input /
 corrupted / one-shot prediction rows as the amount rises, (3) per sampling step the model input x and the
@@ -26,13 +26,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mnist_diffusion import runtime
 from mnist_diffusion.data import load_split, to_float, to_uint8
 from mnist_diffusion.diffusion.schedule import NoiseSchedule, make_schedule
 from mnist_diffusion.diffusion.tutorial import corrupt
 from mnist_diffusion.files import atomic_write
-from mnist_diffusion.images import caption, labelled_grid, save_gif
+from mnist_diffusion.images import caption
 from mnist_diffusion.latent import FrozenAutoencoder, reconstruct, reconstruction_psnr
 from mnist_diffusion.pipeline import Pipeline, SampleResult, load
+from mnist_diffusion.trajectory import Trajectory, shown_columns, write_trajectory_gif  # noqa: F401 - re-exported
 
 DIGITS = "gray"  # the colour map of every digit image: 0 black, 255 white
 DPI = 100
@@ -81,7 +83,7 @@ def save_figure(fig, path: Path, text: str | None = None) -> Path:
 
 
 def write_png(fig, path: Path) -> Path:
-    """Write `fig` as a PNG of 64 colours (digits are grey; a quarter to half the bytes) and close it."""
+    """Write `fig` as a PNG of 64 colours (digits are grey, so nothing is lost and the file is much smaller) and close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=DPI, format="png")
     plt.close(fig)
@@ -97,72 +99,6 @@ def _digit_panel(images: np.ndarray, path: Path, row_labels, col_labels, title: 
     fig.suptitle(title, fontsize=10)
     show_grid(ax, images, row_labels, col_labels, None, xlabel, ylabel)
     return save_figure(fig, path, text)
-
-
-# ---- the sampler's trajectory and the GIF ----------------------------------------------------------------------
-class Trajectory:
-    """A sampling callback that keeps, at every sampler step, x_t and the x0 estimate of the first `keep`
-    images (uint8 (k, 28, 28) each), whatever the batch size."""
-
-    def __init__(self, value_range: str, keep: int = 16):
-        self.value_range, self.keep = value_range, keep
-        self.x_t: dict[int, list[np.ndarray]] = {}
-        self.x0: dict[int, list[np.ndarray]] = {}
-        self.t: dict[int, float] = {}
-
-    def __call__(self, step: dict) -> None:
-        take = self.keep - step.get("start", 0)
-        if take <= 0:
-            return
-        i = step["i"]
-        self.t[i] = step["t"]
-        self.x_t.setdefault(i, []).append(to_uint8(step["x_t"][:take].float().cpu(), self.value_range))
-        self.x0.setdefault(i, []).append(to_uint8(step["x0"][:take].float().cpu(), self.value_range))
-
-    def steps(self) -> list[tuple[float, np.ndarray, np.ndarray]]:
-        """(t, x_t, x0) per sampler step, in order."""
-        return [(self.t[i], np.concatenate(self.x_t[i]), np.concatenate(self.x0[i])) for i in sorted(self.t)]
-
-
-def shown_columns(result: SampleResult, keep: int, most: int = 8) -> tuple[list[int], list[str]]:
-    """Which images a trajectory figure shows, with their column labels: the first image of each requested
-    label (in the order asked) for a conditional model, else the first `most` images."""
-    if result.labels is None:
-        index = list(range(min(keep, most, len(result))))
-        return index, [f"#{i}" for i in index]
-    first: dict[int, int] = {}
-    for i, label in enumerate(result.labels[:keep]):
-        first.setdefault(int(label), i)
-    return list(first.values()), [f"digit {d}" for d in first]
-
-
-def _step_title(i: int, steps: int, t: float, tutorial: bool) -> str:
-    return f"step {i + 1}/{steps}  " + (f"amount {t:.2f}" if tutorial else f"t = {t:g}")
-
-
-def trajectory_frames(trajectory: Trajectory, result: SampleResult, scale: int = 2) -> list[np.ndarray]:
-    """The GIF's frames: per sampler step, x_t (top row) and the x0 estimate (bottom), one column per requested
-    label, with the step counter on top and the caption below; then the final digits."""
-    index, headers = shown_columns(result, trajectory.keep)
-    text = caption(result.settings)
-    recorded = trajectory.steps()
-    tutorial = result.settings.get("sampler") == "tutorial"
-    rows = ["x_t", "x0 estimate"]
-    frames = []
-    for i, (t, x_t, x0) in enumerate(recorded):
-        images = np.concatenate([x_t[index], x0[index]])
-        frames.append(labelled_grid(images, len(index), rows, headers, _step_title(i, len(recorded), t, tutorial),
-                                    text, scale))
-    final = result.images[index]
-    frames.append(labelled_grid(np.concatenate([final, final]), len(index), ["x_0", "(final)"], headers,
-                                f"done: {len(recorded)} steps", text, scale))
-    return frames
-
-
-def write_trajectory_gif(trajectory: Trajectory, result: SampleResult, path: Path, pipe: Pipeline | None = None,
-                         scale: int = 2) -> Path:
-    """The denoising as an animated GIF: x_t beside the x0 estimate at every step, then the final digits."""
-    return save_gif(trajectory_frames(trajectory, result, scale), path, scale=1, duration_ms=250)
 
 
 # ---- the seed's figures ----------------------------------------------------------------------------------------
@@ -181,7 +117,7 @@ def one_shot_figure(model: Pipeline, x: torch.Tensor, out: Path) -> Path:
     """Seed figure 2: input / corrupted / one-shot prediction as the amount rises."""
     amount = torch.linspace(0, 1, x.shape[0])
     noised = corrupt(x, amount, generator=torch.Generator().manual_seed(0))
-    pred = model.net(noised.to(model.device)).float().cpu()
+    pred = runtime.wrap(model.net, model.precision)(noised.to(model.device)).float().cpu()
     images = np.stack([to_uint8(x, "unit"), to_uint8(noised, "unit"), to_uint8(pred, "unit")])
     return _digit_panel(images, out, ["input", "corrupted", "prediction"], [f"{a:.2f}" for a in amount.tolist()],
                         "One-shot denoising: one network call per image", f"model {model.name}; amount as "

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from mnist_diffusion import assets
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.figures import default_out_dir, write_figures
 
 
 def _packaged() -> str:
@@ -35,6 +34,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mnist_diffusion.figures import default_out_dir, write_figures  # here: figures imports matplotlib
+
     source = args.run_dir
     if not Path(source).exists() and not assets.is_packaged(source):
         raise UserError(f"{source} is not a run directory, a model file or a packaged model name "

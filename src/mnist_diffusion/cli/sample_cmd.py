@@ -13,9 +13,9 @@ from mnist_diffusion.cli.options import (
     sampling_settings,
 )
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.figures import Trajectory, write_trajectory_gif
 from mnist_diffusion.files import check_writable
 from mnist_diffusion.pipeline import load
+from mnist_diffusion.trajectory import Trajectory, write_trajectory_gif
 
 
 def register(sub) -> None:
