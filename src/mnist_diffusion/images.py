@@ -136,7 +136,7 @@ def labelled_grid(images: np.ndarray, nrow: int | None = None, row_labels=None, 
     return np.asarray(canvas)
 
 
-GIF_LEVELS = 32  # grey levels in a GIF: noisy frames barely compress, and 32 levels halve the file
+GIF_LEVELS = 32  # grey levels in a GIF: noisy frames barely compress, and fewer levels make a much smaller file
 
 
 def save_gif(frames: list[np.ndarray], path: str | Path, scale: int = 2, duration_ms: int = 80) -> Path:

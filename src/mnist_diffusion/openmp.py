@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import MutableMapping
 
-SPIN_COUNT = "3000"  # libgomp spins this often before it sleeps (it assumes ~100 spins a microsecond)
+SPIN_COUNT = "3000"  # libgomp spins this often before it sleeps: a short spin, far under its default
 VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
@@ -15,12 +15,11 @@ def openmp_waiting(environ: dict[str, str], runnable: list[int] | None) -> dict[
     quiet machine. `runnable`: a few readings of how many threads the machine has runnable (this one included,
     /proc/loadavg's 4th field), None if unknown.
 
-    Spinning long (libgomp's default, ~3 ms) steals the cores busy threads need on a shared machine; sleeping at
-    once (OMP_WAIT_POLICY=PASSIVE) costs a wake-up at every parallel loop, which small maps (ldm, one digit on
-    the page) feel. On a quiet 2-core EPYC, spinning for GOMP_SPINCOUNT=3000 drew ldm 1.25x and one digit 1.9-2.5x
-    as fast as sleeping at once, but beside one busy process ldm drew 0.66-0.79x and one digit 0.3-0.4x
-    (docs/performance.md, benchmarks/results/omp_wait.md); a thread team waits for its slowest thread, so one busy
-    neighbour is enough on any number of cores. Anything the user exported wins.
+    Spinning long (libgomp's default) steals the cores busy threads need on a shared machine; sleeping at once
+    (OMP_WAIT_POLICY=PASSIVE) costs a wake-up at every parallel loop, which small maps (ldm, one digit on the
+    page) feel. So a short spin pays on a quiet machine and costs beside a busy process (docs/performance.md,
+    docs/results.md); a thread team waits for its slowest thread, so one busy neighbour is enough on any number
+    of cores. Anything the user exported wins.
     """
     if "OMP_WAIT_POLICY" in environ:
         return {}

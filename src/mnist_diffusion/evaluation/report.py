@@ -127,8 +127,8 @@ def baseline_labels(n: int, dataset: str = "mnist", seed: int = 0, data_dir: str
     """The labels (n,) int64 of the n training images that `evaluate_images` (same seed) scores as its baseline.
 
     Sampling with these labels gives samples the baseline's class mix: FID against the test set then judges the
-    digits, not a class mix that differs from the data's (real training images drawn 1,000 per digit score
-    about twice the FID of a random draw: benchmarks/results/ldm_vs_pixel.md).
+    digits, not a class mix that differs from the data's (real training images drawn evenly per digit score a
+    clearly worse FID than a random draw: docs/results.md, quality suite).
     """
     _, train_labels = load_split(dataset, "train", data_dir)
     if n > len(train_labels):

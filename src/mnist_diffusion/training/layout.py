@@ -1,13 +1,11 @@
 """Which memory layout a training run keeps its feature maps in -- NCHW or channels_last (NHWC) -- and why.
 
 `train.channels_last` is true, false, or `auto`, which picks channels_last where it was measured faster on the
-CPU (benchmarks/results/train_layout*.md): oneDNN's convolutions take NHWC maps as they are and re-lay NCHW
-ones around every call, which in fp32 made channels_last 1.05-1.25x as fast over the five recipes on an AVX-512
-EPYC (0.97-1.26x with torch's and oneDNN's kernels held to AVX2, the seed recipe gaining most). Under bf16
-autocast it pays only for the seed's BasicUNet (1.36x): the U-Nets' GroupNorm costs more on bf16 NHWC maps than
-the re-laying saves (0.89-0.95x). On CUDA the two were within 8% of each other either way (benchmarks/results/
-cuda_throughput.md), so `auto` keeps NCHW there. The layout changes speed only: the mean loss at equal steps is
-the same to four decimals.
+CPU (docs/results.md, training suite): oneDNN's convolutions take NHWC maps as they are and re-lay NCHW ones
+around every call, so in fp32 channels_last is faster for every recipe. Under bf16 autocast it pays only for the
+seed's BasicUNet: the U-Nets' GroupNorm costs more on bf16 NHWC maps than the re-laying saves. On CUDA neither
+layout was clearly faster (docs/results.md, gpu suite), so `auto` keeps NCHW there. The layout changes speed
+only, not what a run learns.
 """
 
 from __future__ import annotations
