@@ -92,7 +92,7 @@ def test_a_compiled_pipeline_draws_the_eager_digits(tiny_guided_pipeline):
     a = eager.sample(5, steps=3, seed=1, batch_size=2)
     b = fast.sample(5, steps=3, seed=1, batch_size=2)  # batches of 2, 2 and 1: the last one padded
     assert b.settings["compiled"] and not a.settings["compiled"]
-    assert fast._forward._sizes == [4]  # guided: conditional and unconditional halves in one batch of 4
+    assert fast.network._sizes == [4]  # guided: conditional and unconditional halves in one batch of 4
     assert np.abs(a.images.astype(int) - b.images.astype(int)).max() <= 2
     assert (a.samples - b.samples).abs().max() < 1e-3
 

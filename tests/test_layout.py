@@ -12,7 +12,7 @@ PACKAGE = ROOT / "src" / "mnist_diffusion"
 FLOORS = [
     {"errors", "files", "config", "openmp", "cpu"},
     {"assets", "recipes", "device", "precision", "images", "data", "batches", "inpainting"},
-    {"models", "diffusion", "checkpoint", "evaluation", "compiled", "runtime"},
+    {"models", "diffusion", "checkpoint", "evaluation", "runtime"},
     {"latent", "sample_result", "trajectory"},
     {"sample_space", "reconstructions"},
     {"pipeline"},

@@ -83,8 +83,7 @@ class FrozenAutoencoder:
 
     def _encoder_decoder(self) -> tuple[nn.Module, nn.Module]:
         if self._coders is None:
-            # Deprecated: without `run_in`, the dtype the weights were given (by `.net.to(...)`) at first use.
-            self.run_in(PrecisionChoice("bf16" if self.dtype == torch.bfloat16 else "fp32", "the weights' dtype"))
+            self.run_in(PrecisionChoice("fp32", "as loaded"))
         return self._coders
 
     @torch.no_grad()

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnist_diffusion import assets
+from mnist_diffusion import assets, runtime
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.batches import batches, cycled_labels, initial_noise, progress_bar, with_progress
-from mnist_diffusion.compiled import CompiledNetwork
 from mnist_diffusion.config import ConfigError, RunConfig, SampleConfig, from_dict, to_dict
 from mnist_diffusion.data import to_float, to_uint8
 from mnist_diffusion.device import resolve_device
@@ -41,7 +40,7 @@ from mnist_diffusion.inpainting import (
 )
 from mnist_diffusion.latent import FrozenAutoencoder
 from mnist_diffusion.models import build_model
-from mnist_diffusion.precision import PrecisionChoice, resolve_precision, run_network_in
+from mnist_diffusion.precision import PrecisionChoice, resolve_precision
 from mnist_diffusion.reconstructions import AutoencoderPreview
 from mnist_diffusion.sample_result import SampleResult
 from mnist_diffusion.sample_space import make_space
@@ -94,14 +93,14 @@ class Pipeline:
         self._fp32_weights = None  # the weights as loaded, for save(), while the net runs in bf16
         if self.precision.precision == "bf16":
             self._fp32_weights = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-            run_network_in(net, torch.bfloat16)
         self.compiled = bool(compile)
         self.guide: Pipeline | None = None  # autoguidance: see `autoguide`
         self._bind_forward()
 
     def _bind_forward(self) -> None:
-        """What the samplers call: the network, or it under torch.compile."""
-        self._forward = CompiledNetwork(self.net) if self.compiled else self.net
+        """`network`, what the samplers call: `net` in the pipeline's precision, under torch.compile if asked
+        (`runtime.wrap`). `net` itself holds the weights (bf16 ones when the pipeline runs in bf16)."""
+        self.network = runtime.wrap(self.net, self.precision, self.compiled)
 
     # ---- what it is -------------------------------------------------------------------------------------
     @property
@@ -207,8 +206,8 @@ class Pipeline:
     def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 1.0,
                  guidance_interval: tuple[float, float] | None = None):
         """The network as a denoiser D(z_t, t) -> (z0, eps), with this conditioning (and any `autoguide`) bound in."""
-        return self.process.denoiser(self._forward, labels, guidance, guidance_interval,
-                                     None if self.guide is None else self.guide._forward)
+        return self.process.denoiser(self.network, labels, guidance, guidance_interval,
+                                     None if self.guide is None else self.guide.network)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Model space -> images in the data range: latents are decoded, pixels returned as they are."""
@@ -238,8 +237,8 @@ class Pipeline:
         `callback` (inpainting's known region). resample > 1 walks the grid with RePaint's resampling.
         """
         step = chain(edit, self._in_image_space(callback))
-        z = self.process.sample(self._forward, z_T, settings, labels, generator, step, resample,
-                                None if self.guide is None else self.guide._forward)
+        z = self.process.sample(self.network, z_T, settings, labels, generator, step, resample,
+                                None if self.guide is None else self.guide.network)
         return self.decode(z)
 
     def _draw(self, n: int, labels: np.ndarray | None, settings: SampleConfig, seed: int, batch_size: int | None,

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
 
 from mnist_diffusion import cpu
 from mnist_diffusion.data.cache import cache_dir
@@ -116,16 +115,3 @@ def autocast(device: torch.device, precision: str | PrecisionChoice):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
-
-def run_network_in(net: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Deprecated: use `runtime.wrap(net, precision)` (or `runtime.Bf16Network(net)`), which shows the casts where
-    the network is called. Kept only until every caller has moved; casts `net`'s weights to `dtype` in place and
-    hooks the same boundary casts onto it (x_t to `dtype` in, the output to fp32 out)."""
-    net.to(dtype)
-    net._precision_dtype = dtype
-    if dtype != torch.float32 and not getattr(net, "_precision_hooks", None):
-        net._precision_hooks = (
-            net.register_forward_pre_hook(lambda m, args: (args[0].to(m._precision_dtype), *args[1:])),
-            net.register_forward_hook(lambda m, args, out: out.float()),
-        )
-    return net

@@ -52,9 +52,7 @@ class LatentSpace:
     @property
     def autoencoder(self) -> FrozenAutoencoder:
         if self._autoencoder is None:
-            self._autoencoder = load_autoencoder(self.latent, self.device, self.user)
-            if self.precision.precision == "bf16":
-                self._autoencoder.net.to(torch.bfloat16)
+            self._autoencoder = load_autoencoder(self.latent, self.device, self.user).run_in(self.precision)
         return self._autoencoder
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

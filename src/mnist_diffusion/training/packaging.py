@@ -10,6 +10,7 @@ from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.config import RunConfig, load_run_config
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.latent import load_autoencoder, read_autoencoder, weights_sha256
+from mnist_diffusion.diffusion.samplers import check_settings
 
 
 def with_sampling_defaults(cfg: RunConfig, sample: dict | None, source: Path) -> RunConfig:
@@ -19,7 +20,10 @@ def with_sampling_defaults(cfg: RunConfig, sample: dict | None, source: Path) ->
         return cfg
     data = cfg.to_dict()
     data["sample"].update(sample)
-    return load_run_config(data, f"sample settings for {source}")
+    cfg = load_run_config(data, f"sample settings for {source}")
+    if cfg.diffusion.kind != "autoencoder":
+        check_settings(cfg.sample, cfg.diffusion.kind)
+    return cfg
 
 
 def package_model(source: str | Path, out_file: str | Path, info: dict | None = None, sample: dict | None = None,
