@@ -21,7 +21,7 @@ def _with_metadata(src: Path, dst: Path, **changes) -> Path:
     """A copy of checkpoint `src` with some metadata entries replaced (values written as given)."""
     with safe_open(str(src), "pt") as f:
         meta = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
     for key, value in changes.items():
         meta[key] = value
     save_file(tensors, str(dst), metadata=meta)
@@ -105,7 +105,7 @@ def test_bad_value_is_one_sentence_and_exit_2(world, command, capsys, monkeypatc
     monkeypatch.chdir(world)
     before = _snapshot(world)
     code = main(command.split())
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, (command, code, err)
     assert len(lines) == 1, (command, err)

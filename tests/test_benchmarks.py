@@ -10,8 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `benchmarks` is run from the repository root, not installed
 
-from benchmarks import core, report
-from benchmarks.__main__ import main
+from benchmarks import core, report  # noqa: E402
+from benchmarks.__main__ import main  # noqa: E402
 
 
 def run(args, capsys):

@@ -1,6 +1,7 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,7 +48,7 @@ def test_failed_write_keeps_previous_file(tmp_path):
     atomic_write_text(path, "good")
 
     def boom(tmp):
-        open(tmp, "w").write("half")
+        Path(tmp).write_text("half")
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):

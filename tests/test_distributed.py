@@ -66,7 +66,7 @@ def test_two_ranks_stay_identical_and_the_checkpoint_resumes_on_one_process(tmp_
     assert len(set(rank0.values())) == 3  # and they did train
 
     # Rank 0 alone wrote the run directory: one start event, one row per step, global-batch loss.
-    rows = [line for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = (run / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4 and '"world_size": 2' in rows[0]
     state = ckpt.load_checkpoint(run / ckpt.STATE_FILE, expect_kind="training-state")
     assert state.info["step"] == 3 and state.info["ema_updates"] == 3

@@ -279,8 +279,8 @@ def test_model_names_reach_the_page_as_text(served):
 @pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("192.168.1.5", True), ("127.0.0.1", False),
                                               ("localhost", False), ("::1", False)])
 def test_listening_beyond_this_machine_is_named_in_a_warning(monkeypatch, capsys, host, warned):
-    import mnist_diffusion.serve as serve_module  # noqa: PLC0415
-    from mnist_diffusion.cli import main  # noqa: PLC0415
+    import mnist_diffusion.serve as serve_module
+    from mnist_diffusion.cli import main
 
     calls = []
     monkeypatch.setattr(serve_module, "serve", lambda *args: calls.append(args))
@@ -300,7 +300,7 @@ def test_listening_beyond_this_machine_is_named_in_a_warning(monkeypatch, capsys
     ("0.0.0.0", "10.0.0.2:8000", True), ("0.0.0.0", "[fe80::1]:8000", True), ("0.0.0.0", "evil.example:8000", False),
 ])
 def test_the_hosts_a_request_may_name(bind, host, allowed):
-    from mnist_diffusion.serve.guard import Hosts, split_host  # noqa: PLC0415
+    from mnist_diffusion.serve.guard import Hosts, split_host
 
     parsed = split_host(host)
     assert (parsed is not None and Hosts(bind).allows(parsed[0]) and parsed[1] == 8000) == allowed

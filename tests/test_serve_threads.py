@@ -12,7 +12,7 @@ with warnings.catch_warnings():  # starlette asks for another HTTP client; httpx
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
-from mnist_diffusion.serve import ThreadChoice, create_app  # noqa: E402
+from mnist_diffusion.serve import ThreadChoice, create_app
 
 LOCAL = "http://127.0.0.1:8000"  # the server answers only requests addressed to this machine
 

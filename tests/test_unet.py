@@ -12,7 +12,7 @@ from mnist_diffusion.models.kernels import repeat_resize
 from mnist_diffusion.models.unet import UNet
 
 # Small widths keep every test well under a second on one thread.
-SMALL = dict(channels=(8, 16, 32), embed_dim=32, groups=4)
+SMALL = {"channels": (8, 16, 32), "embed_dim": 32, "groups": 4}
 
 
 @pytest.fixture(autouse=True)

@@ -21,5 +21,14 @@ from mnist_diffusion.assets import PACKAGED  # noqa: E402
 from mnist_diffusion.errors import UserError  # noqa: E402
 from mnist_diffusion.pipeline import Pipeline, SampleResult, load  # noqa: E402
 
-__all__ = ["PACKAGED", "Pipeline", "SampleResult", "UserError", "evaluate", "load", "resolve_run", "train",
-           "__version__"]
+__all__ = [
+           "PACKAGED",
+           "Pipeline",
+           "SampleResult",
+           "UserError",
+           "__version__",
+           "evaluate",
+           "load",
+           "resolve_run",
+           "train",
+]

@@ -147,7 +147,7 @@ class Pipeline:
                 f"{s.sampler} {s.steps} steps, guidance {s.guidance:g}{guide}, {self.device})")
 
     # ---- moving and saving --------------------------------------------------------------------------------
-    def to(self, device: str | torch.device) -> "Pipeline":
+    def to(self, device: str | torch.device) -> Pipeline:
         """Move the network (and autoencoder) to `device`; returns self."""
         self.device = resolve_device(str(device)) if str(device) == "auto" else torch.device(device)
         self.net.to(self.device)
@@ -187,7 +187,7 @@ class Pipeline:
                             "leave the guidance interval out.")
         return resolved
 
-    def autoguide(self, guide: "Pipeline | None") -> "Pipeline":
+    def autoguide(self, guide: Pipeline | None) -> Pipeline:
         """Guide with a weaker model of the same kind instead of the unconditional pass (autoguidance, Karras et
         al. 2024): `guide` is a pipeline of an earlier or smaller run of this model's noise process and sample
         space, on the same device; None goes back to classifier-free guidance. Returns self."""
@@ -350,7 +350,7 @@ def load(name_or_path: str | Path | None = None, device: str | torch.device = "c
         return AutoencoderPreview(loaded.config, net, device, path, name)
     sampling_layout(net, device)
     pipe = Pipeline(loaded.config, net, device, path, name=name, precision=precision, compile=compile)
-    pipe.autoencoder  # a latent model: refuse a missing or different autoencoder now, not after sampling
+    _ = pipe.autoencoder  # a latent model: refuse a missing or different autoencoder now, not after sampling
     return pipe
 
 

@@ -39,7 +39,7 @@ class AutoencoderPreview:
     def __repr__(self) -> str:
         return f"AutoencoderPreview({self.name!r}: {self.config.recipe}, {self.device})"
 
-    def to(self, device: str | torch.device) -> "AutoencoderPreview":
+    def to(self, device: str | torch.device) -> AutoencoderPreview:
         self.device = torch.device(device)
         self.net.to(self.device)
         return self

@@ -34,7 +34,7 @@ class SampleResult:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: slice) -> "SampleResult":
+    def __getitem__(self, index: slice) -> SampleResult:
         """A slice of the result, e.g. out[:16]."""
         if not isinstance(index, slice):
             raise TypeError("index a SampleResult with a slice (out[:16]); out.images[i] is image i")

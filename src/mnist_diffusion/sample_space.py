@@ -34,7 +34,7 @@ class PixelSpace:
     def known_region(self, known: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return known, mask
 
-    def to(self, device: torch.device) -> "PixelSpace":
+    def to(self, device: torch.device) -> PixelSpace:
         return self
 
 
@@ -67,7 +67,7 @@ class LatentSpace:
         z_mask = -F.max_pool2d(-mask, kernel_size=known.shape[-1] // z_known.shape[-1])
         return z_known, z_mask
 
-    def to(self, device: torch.device) -> "LatentSpace":
+    def to(self, device: torch.device) -> LatentSpace:
         self.device = device
         if self._autoencoder is not None:
             self._autoencoder.to(device)

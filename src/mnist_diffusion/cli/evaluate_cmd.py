@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_writable(args.json, "JSON report")
     metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
-    common = dict(dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, metrics=metrics,
-                  kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-                  baselines=not args.no_baselines, evaluator=args.evaluator)
+    common = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "metrics": metrics,
+              "kid_subsets": args.kid_subsets, "kid_subset_size": args.kid_subset_size,
+              "baselines": not args.no_baselines, "evaluator": args.evaluator}
     if pathlib.Path(args.path).suffix == ".npz":
         if not pathlib.Path(args.path).is_file():
             raise UserError(f"samples file {args.path} does not exist.")

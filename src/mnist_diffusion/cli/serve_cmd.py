@@ -31,7 +31,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from mnist_diffusion.serve import is_loopback, serve  # noqa: PLC0415 - optional (the serve extra)
+        from mnist_diffusion.serve import is_loopback, serve
     except ModuleNotFoundError as e:
         raise UserError(f"serve needs {e.name}, which is not installed; pip install 'mnist-diffusion[serve]'.") from None
     if not 0 < args.port < 65536:

@@ -173,7 +173,7 @@ class Denoiser:
         self.labels, self.guidance, self.guidance_interval = labels, _scale(guidance), guidance_interval
 
     def bind(self, labels: torch.Tensor | None = None, guidance: float = 1.0,
-             guidance_interval: tuple[float, float] | None = None) -> "Denoiser":
+             guidance_interval: tuple[float, float] | None = None) -> Denoiser:
         """The same denoiser with other conditioning (it shares the coefficient cache)."""
         other = Denoiser.__new__(Denoiser)
         other.__dict__.update(self.__dict__)

@@ -19,15 +19,14 @@ the sampler must fill in; both in the sampler's space (the data range of pixels,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 
 from mnist_diffusion.diffusion.denoiser import Denoiser
 from mnist_diffusion.diffusion.samplers import gaussian_like, prepare_grid
-from mnist_diffusion.diffusion.steps import Callback, visit
 from mnist_diffusion.diffusion.schedule import NoiseSchedule
+from mnist_diffusion.diffusion.steps import Callback, visit
 
 
 def replacement(schedule: NoiseSchedule, known: torch.Tensor, mask: torch.Tensor,

@@ -11,8 +11,8 @@ shifts), so the same command on the same torch build and CPU gives the same weig
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -66,9 +66,11 @@ def accuracy(net: FeatureNet, images: np.ndarray, labels: np.ndarray, batch_size
 
 
 def train_evaluator(cfg: EvaluatorTrainConfig, train: tuple[np.ndarray, np.ndarray],
-                    test: tuple[np.ndarray, np.ndarray], arch: EvaluatorConfig = EvaluatorConfig(),
+                    test: tuple[np.ndarray, np.ndarray], arch: EvaluatorConfig | None = None,
                     log: Callable[[str], None] = print) -> TrainResult:
-    """Train a FeatureNet on (uint8 images (N,28,28), int64 labels (N,)) and measure test accuracy."""
+    """Train a FeatureNet on (uint8 images (N,28,28), int64 labels (N,)) and measure test accuracy; `arch`
+    defaults to `EvaluatorConfig()`."""
+    arch = arch if arch is not None else EvaluatorConfig()
     started = time.perf_counter()
     images, labels = train
     if cfg.limit is not None:

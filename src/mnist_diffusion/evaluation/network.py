@@ -44,7 +44,7 @@ class EvaluatorConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "evaluator metadata") -> "EvaluatorConfig":
+    def from_json(cls, text: str, source: str = "evaluator metadata") -> EvaluatorConfig:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:

@@ -12,6 +12,7 @@ yardstick of the memorisation check, filled in on demand and kept in the cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import pathlib
 from dataclasses import dataclass
@@ -56,10 +57,8 @@ def _atomic_savez(path: pathlib.Path, **arrays) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
-    try:
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs recomputation next time
         atomic_write(path, write)
-    except OSError:
-        pass  # a cache that cannot be written only costs recomputation next time
 
 
 def reference_stats(evaluator: Evaluator, dataset: str, images: np.ndarray, split: str = "test") -> ReferenceStats:

@@ -14,7 +14,7 @@ import json
 import math
 import pathlib
 import zipfile
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -170,8 +170,8 @@ def evaluate_images(images: np.ndarray, labels: np.ndarray | None = None, datase
     need_train = with_baselines or "memorisation" in wanted
     train_images, train_labels = load_split(dataset, "train", data_dir) if need_train else (None, None)
     train_pixels = pixels(train_images) if "memorisation" in wanted else None
-    common = dict(evaluator=evaluator, ref=ref, train_images=train_images, wanted=wanted, train_pixels=train_pixels,
-                  kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
+    common = {"evaluator": evaluator, "ref": ref, "train_images": train_images, "wanted": wanted,
+              "train_pixels": train_pixels, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "seed": seed}
 
     n = len(images)
     report = {

@@ -90,7 +90,7 @@ class WorkQueue:
             job.started, self.running = time.monotonic(), job
             try:
                 result = job.run(job)
-            except Exception as e:  # noqa: BLE001 - handed to the request that asked for it
+            except Exception as e:
                 self.running = None
                 job.future.set_exception(e)
             else:

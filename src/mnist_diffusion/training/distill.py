@@ -166,7 +166,7 @@ def trajectory_loss(student: Denoiser, teacher: Denoiser, x0: torch.Tensor, eps:
         pred, _ = student.bind(labels, w)(x_t, t)
         error = (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
         losses.append(truncated_snr(schedule, t) * error)
-        times.append(torch.full_like(chunk, int(round(t))))
+        times.append(torch.full_like(chunk, round(t)))
     return torch.cat(losses), torch.cat(times)
 
 

@@ -3,7 +3,8 @@ objective (on pixels, or on a frozen autoencoder's latents), or the autoencoder'
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

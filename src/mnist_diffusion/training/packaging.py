@@ -8,9 +8,9 @@ from pathlib import Path
 from mnist_diffusion import assets
 from mnist_diffusion import checkpoint as ckpt
 from mnist_diffusion.config import RunConfig, load_run_config
+from mnist_diffusion.diffusion.samplers import check_settings
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.latent import load_autoencoder, read_autoencoder, weights_sha256
-from mnist_diffusion.diffusion.samplers import check_settings
 
 
 def with_sampling_defaults(cfg: RunConfig, sample: dict | None, source: Path) -> RunConfig:
