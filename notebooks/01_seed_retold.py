@@ -19,8 +19,9 @@
 # black, as MNIST stores them (the seed's plots used the inverted `Greys` map).
 
 # %%
-import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait
 from helpers import figures_folder, show, size  # `size(full, tiny)`: the test suite runs a tiny edition
+
+import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait
 
 FIGURES = figures_folder("01")
 

@@ -8,8 +8,9 @@
 # samples with DPM-Solver++ in 8 steps at guidance 1.35) to look inside.
 
 # %%
-import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait
 from helpers import figures_folder, show, size  # `size(full, tiny)`: the test suite runs a tiny edition
+
+import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait
 
 FIGURES = figures_folder("02")
 

@@ -11,8 +11,9 @@
 # unconditional pass as one doubled batch, so a guided step costs two network evaluations per image.
 
 # %%
-import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait
 from helpers import figures_folder, show, size  # `size(full, tiny)`: the test suite runs a tiny edition
+
+import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait
 
 FIGURES = figures_folder("03")
 

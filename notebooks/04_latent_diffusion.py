@@ -7,8 +7,9 @@
 # runs on 7 x 7 maps.
 
 # %%
-import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait
 from helpers import figures_folder, show, size  # `size(full, tiny)`: the test suite runs a tiny edition
+
+import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait
 
 FIGURES = figures_folder("04")
 

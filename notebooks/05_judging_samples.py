@@ -7,8 +7,9 @@
 # best a generator can do) and uniform noise (the worst).
 
 # %%
-import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait
 from helpers import figures_folder, show, size  # `size(full, tiny)`: the test suite runs a tiny edition
+
+import mnist_diffusion as md  # before torch: it sets how OpenMP's idle threads wait
 
 FIGURES = figures_folder("05")
 

@@ -21,8 +21,11 @@ def measured_cpu_auto():
     """Pins `auto` to fp32 on the CPU for the session; yields the real (measuring) choice for tests of it."""
     real = precision._cpu_auto
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(precision, "_cpu_auto",
-                      lambda: precision.PrecisionChoice("fp32", "auto: fp32 in the tests, on any processor"))
+        patch.setattr(
+            precision,
+            "_cpu_auto",
+            lambda: precision.PrecisionChoice("fp32", "auto: fp32 in the tests, on any processor"),
+        )
         precision._resolve.cache_clear()
         yield real
     precision._resolve.cache_clear()
@@ -33,11 +36,26 @@ def tiny_guided_pipeline():
     """Makes tiny untrained `ddpm-cond`-shaped pipelines (seeded, the same weights every call):
     make(precision="fp32", compile=False, channels=(8, 16), mid_attention=False, channels_last=False)."""
 
-    def make(precision: str = "fp32", compile: bool = False, channels=(8, 16), mid_attention: bool = False,
-             channels_last: bool = False) -> Pipeline:
+    def make(
+        precision: str = "fp32",
+        compile: bool = False,
+        channels=(8, 16),
+        mid_attention: bool = False,
+        channels_last: bool = False,
+    ) -> Pipeline:
         cfg = get_recipe("ddpm-cond").to_dict()
-        cfg = load_run_config({**cfg, "model": {**cfg["model"], "channels": list(channels), "embed_dim": 16,
-                                                "groups": 4, "mid_attention": mid_attention}})
+        cfg = load_run_config(
+            {
+                **cfg,
+                "model": {
+                    **cfg["model"],
+                    "channels": list(channels),
+                    "embed_dim": 16,
+                    "groups": 4,
+                    "mid_attention": mid_attention,
+                },
+            }
+        )
         torch.manual_seed(0)
         net = build_model(cfg.model)
         with torch.no_grad():

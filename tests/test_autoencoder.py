@@ -13,8 +13,9 @@ torch.set_num_threads(1)
 
 
 def tiny(in_channels=1, latent_channels=4, **kw):
-    return ModelConfig(kind="autoencoder", in_channels=in_channels, channels=(8, 16, 16),
-                       latent_channels=latent_channels, **kw)
+    return ModelConfig(
+        kind="autoencoder", in_channels=in_channels, channels=(8, 16, 16), latent_channels=latent_channels, **kw
+    )
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
@@ -88,6 +89,23 @@ def test_autoencoder_run_needs_the_signed_range(tmp_path, capsys):
     from mnist_diffusion.cli import main
 
     out = tmp_path / "ae"
-    assert main(["train", "--recipe", "ldm-ae", "--limit", "64", "--max-steps", "1", "--out", str(out),
-                 "--set", "data.value_range=unit", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "ldm-ae",
+                "--limit",
+                "64",
+                "--max-steps",
+                "1",
+                "--out",
+                str(out),
+                "--set",
+                "data.value_range=unit",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "data.value_range=signed" in capsys.readouterr().err and not out.exists()

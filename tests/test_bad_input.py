@@ -13,8 +13,11 @@ from mnist_diffusion import api
 from mnist_diffusion.checkpoint import MODEL_FILE
 from mnist_diffusion.cli import main
 
-TINY = {"data": {"limit": 64}, "train": {"batch_size": 32, "max_steps": 2, "checkpoint_every": 2},
-        "model": {"channels": [8, 16, 16], "embed_dim": 16, "groups": 4}}
+TINY = {
+    "data": {"limit": 64},
+    "train": {"batch_size": 32, "max_steps": 2, "checkpoint_every": 2},
+    "model": {"channels": [8, 16, 16], "embed_dim": 16, "groups": 4},
+}
 
 
 def _with_metadata(src: Path, dst: Path, **changes) -> Path:
@@ -55,49 +58,107 @@ def world(tmp_path_factory):
 
 BAD = [
     # train: values out of range, wrong types, unknown keys
-    "train --set train.lr=NaN", "train --set train.lr=inf", "train --set train.lr=abc",
-    "train --set train.checkpoint_every=0", "train --set train.log_every=0", "train --set train.threads=-1",
-    "train --set model.dropout=2.0", "train --set model.channels=[0,-1]", "train --set model.channels=[]",
-    "train --set train.warmup_steps=-10", "train --set train.batch_size=0", "train --set train.ema_decay=1.5",
-    "train --set diffusion.timesteps=5", "train --set nosuch.key=1", "train --set train.nosuch=1",
-    "train --set train.lr", "train --max-steps -5", "train --max-steps 0", "train --epochs 0", "train --epochs -1",
-    "train --limit 0", "train --limit -1", "train --recipe nosuch", "train --device tpu", "train --dataset cifar",
+    "train --set train.lr=NaN",
+    "train --set train.lr=inf",
+    "train --set train.lr=abc",
+    "train --set train.checkpoint_every=0",
+    "train --set train.log_every=0",
+    "train --set train.threads=-1",
+    "train --set model.dropout=2.0",
+    "train --set model.channels=[0,-1]",
+    "train --set model.channels=[]",
+    "train --set train.warmup_steps=-10",
+    "train --set train.batch_size=0",
+    "train --set train.ema_decay=1.5",
+    "train --set diffusion.timesteps=5",
+    "train --set nosuch.key=1",
+    "train --set train.nosuch=1",
+    "train --set train.lr",
+    "train --max-steps -5",
+    "train --max-steps 0",
+    "train --epochs 0",
+    "train --epochs -1",
+    "train --limit 0",
+    "train --limit -1",
+    "train --recipe nosuch",
+    "train --device tpu",
+    "train --dataset cifar",
     "train --max-steps x",
     # train: config files, outputs, resume
-    "train --config list.json", "train --config broken.json", "train --config missing.json",
-    "train --config list.json --recipe seed", "train --out precious.txt", "train --out /proc/x/run",
-    "train --resume run --recipe seed", "train --resume run --out elsewhere", "train --resume run --config list.json",
-    "train --resume nothing", "train --resume run --set train.lr=1e-3",
+    "train --config list.json",
+    "train --config broken.json",
+    "train --config missing.json",
+    "train --config list.json --recipe seed",
+    "train --out precious.txt",
+    "train --out /proc/x/run",
+    "train --resume run --recipe seed",
+    "train --resume run --out elsewhere",
+    "train --resume run --config list.json",
+    "train --resume nothing",
+    "train --resume run --set train.lr=1e-3",
     # sample
-    "sample run --batch-size -1", "sample run --batch-size 0", "sample run --guidance nan",
-    "sample run --guidance inf", "sample run --n 0", "sample run --n -3", "sample run --steps 0",
-    "sample run --steps -1", "sample run --labels 11", "sample run --labels abc", "sample run --sampler nosuch",
-    "sample run --eta 2", "sample run --guidance-interval 5,1", "sample run --guidance-interval abc",
-    "sample run --out /proc/x/s.png", "sample run --out folder", "sample run --npz /proc/x/s.npz",
-    "sample run --gif precious.txt/x.gif", "sample nosuch-model", "sample missing.safetensors",
-    "sample version.safetensors", "sample list-config.safetensors", "sample dropout.safetensors",
-    "sample extra.safetensors", "sample precious.txt", "sample run --device tpu", "sample run --nrow 0",
+    "sample run --batch-size -1",
+    "sample run --batch-size 0",
+    "sample run --guidance nan",
+    "sample run --guidance inf",
+    "sample run --n 0",
+    "sample run --n -3",
+    "sample run --steps 0",
+    "sample run --steps -1",
+    "sample run --labels 11",
+    "sample run --labels abc",
+    "sample run --sampler nosuch",
+    "sample run --eta 2",
+    "sample run --guidance-interval 5,1",
+    "sample run --guidance-interval abc",
+    "sample run --out /proc/x/s.png",
+    "sample run --out folder",
+    "sample run --npz /proc/x/s.npz",
+    "sample run --gif precious.txt/x.gif",
+    "sample nosuch-model",
+    "sample missing.safetensors",
+    "sample version.safetensors",
+    "sample list-config.safetensors",
+    "sample dropout.safetensors",
+    "sample extra.safetensors",
+    "sample precious.txt",
+    "sample run --device tpu",
+    "sample run --nrow 0",
     # inpaint
-    "inpaint run --input missing.npz --npz o.npz", "inpaint run --input float.npz --npz o.npz",
-    "inpaint run --input nomask.npz --npz o.npz", "inpaint run --input allknown.npz --npz o.npz",
-    "inpaint run --input shape.npz --npz o.npz", "inpaint run --input nomask.npz --keep middle --npz o.npz",
-    "inpaint run --input nomask.npz --keep top --npz /proc/x/o.npz", "inpaint run --input nomask.npz --keep top "
-    "--npz o.npz --resample 0",
+    "inpaint run --input missing.npz --npz o.npz",
+    "inpaint run --input float.npz --npz o.npz",
+    "inpaint run --input nomask.npz --npz o.npz",
+    "inpaint run --input allknown.npz --npz o.npz",
+    "inpaint run --input shape.npz --npz o.npz",
+    "inpaint run --input nomask.npz --keep middle --npz o.npz",
+    "inpaint run --input nomask.npz --keep top --npz /proc/x/o.npz",
+    "inpaint run --input nomask.npz --keep top --npz o.npz --resample 0",
     # evaluate
-    "evaluate missing.npz", "evaluate samples.npz --json /proc/x", "evaluate samples.npz --json folder",
-    "evaluate samples.npz --n 0", "evaluate samples.npz --dataset cifar", "evaluate samples.npz --steps 4",
-    "evaluate run --n -1", "evaluate samples.npz --metrics nosuch", "evaluate samples.npz --kid-subsets 0",
+    "evaluate missing.npz",
+    "evaluate samples.npz --json /proc/x",
+    "evaluate samples.npz --json folder",
+    "evaluate samples.npz --n 0",
+    "evaluate samples.npz --dataset cifar",
+    "evaluate samples.npz --steps 4",
+    "evaluate run --n -1",
+    "evaluate samples.npz --metrics nosuch",
+    "evaluate samples.npz --kid-subsets 0",
     # figures, classifier
-    "figures nothing", "figures run --out /proc/x", "classifier train --out /proc/x/e.safetensors",
-    "classifier train --epochs 0", "classifier nosuch",
+    "figures nothing",
+    "figures run --out /proc/x",
+    "classifier train --out /proc/x/e.safetensors",
+    "classifier train --epochs 0",
+    "classifier nosuch",
     # serve (refused before it listens)
-    "serve nosuch-model", "serve run --port 0", "serve run --port 70000", "serve run --device tpu",
+    "serve nosuch-model",
+    "serve run --port 0",
+    "serve run --port 70000",
+    "serve run --device tpu",
 ]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in root.rglob("*") if p.is_file()}
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("command", BAD)

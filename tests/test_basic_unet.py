@@ -16,8 +16,14 @@ def test_shapes_and_channels():
 def test_layers_are_the_seeds():
     net = BasicUNet()
     shapes = [(c.in_channels, c.out_channels, c.kernel_size) for c in [*net.down_layers, *net.up_layers]]
-    assert shapes == [(1, 32, (5, 5)), (32, 64, (5, 5)), (64, 64, (5, 5)), (64, 64, (5, 5)), (64, 32, (5, 5)),
-                      (32, 1, (5, 5))]
+    assert shapes == [
+        (1, 32, (5, 5)),
+        (32, 64, (5, 5)),
+        (64, 64, (5, 5)),
+        (64, 64, (5, 5)),
+        (64, 32, (5, 5)),
+        (32, 1, (5, 5)),
+    ]
 
 
 def test_output_is_silu_bounded_below():

@@ -23,8 +23,15 @@ if not Path(CHROMIUM).is_file():
 from mnist_diffusion.serve import create_app  # noqa: E402
 
 # What the machine's closed network needs (otherwise Chromium keeps trying to reach Google's services).
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = os.environ.get("MNIST_DIFFUSION_SCREENSHOTS")  # a folder to keep the screenshot in (the README's)
 
 
@@ -33,8 +40,9 @@ def url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(["ldm", "ddpm-cond"]), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(["ldm", "ddpm-cond"]), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

@@ -38,7 +38,9 @@ def test_missing_and_corrupt_and_foreign_files(tmp_path):
 def test_other_format_version_refused(tmp_path):
     cfg = get_recipe("seed")
     path = tmp_path / "old.safetensors"
-    save_file({"w": torch.zeros(2)}, str(path), metadata={"format_version": "0", "kind": "model", "config": cfg.to_json()})
+    save_file(
+        {"w": torch.zeros(2)}, str(path), metadata={"format_version": "0", "kind": "model", "config": cfg.to_json()}
+    )
     with pytest.raises(CheckpointError, match="format version 0"):
         ckpt.load_checkpoint(path)
 

@@ -14,8 +14,24 @@ from mnist_diffusion.pipeline import load
 @pytest.fixture(scope="module")
 def seed_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("cli") / "seed-run"
-    rc = main(["train", "--recipe", "seed", "--limit", "256", "--epochs", "1", "--set", "train.batch_size=64",
-               "--set", "train.log_every=1", "--out", str(run), "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--recipe",
+            "seed",
+            "--limit",
+            "256",
+            "--epochs",
+            "1",
+            "--set",
+            "train.batch_size=64",
+            "--set",
+            "train.log_every=1",
+            "--out",
+            str(run),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     return run
 
@@ -76,6 +92,7 @@ def test_console_script_help_and_exit_code(tmp_path):
     for cmd in (["--help"], ["train", "--help"], ["sample", "--help"], ["figures", "--help"]):
         r = subprocess.run([sys.executable, "-m", "mnist_diffusion", *cmd], capture_output=True, text=True)
         assert r.returncode == 0 and "usage" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "mnist_diffusion", "figures", str(tmp_path / "none")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "mnist_diffusion", "figures", str(tmp_path / "none")], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "is not a run directory" in r.stderr

@@ -64,6 +64,7 @@ def test_a_short_batch_is_padded_to_a_compiled_size_and_cut_back(monkeypatch, ti
         def run(x, t, labels):
             calls.append((x.shape[0], t.shape[0], labels.shape[0]))
             return net(x, t, labels)
+
         return run
 
     monkeypatch.setattr(runtime.torch, "compile", fake_compile)
@@ -82,8 +83,9 @@ def test_a_short_batch_is_padded_to_a_compiled_size_and_cut_back(monkeypatch, ti
     torch.testing.assert_close(short, full[:4])
 
 
-needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
-                                    reason="torch.compile on the CPU needs a C++ compiler")
+needs_compiler = pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on the CPU needs a C++ compiler"
+)
 
 
 @needs_compiler

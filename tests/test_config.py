@@ -49,13 +49,17 @@ def test_unknown_recipe():
         get_recipe("sd")
 
 
-@pytest.mark.parametrize("section, key, successor", [("model", "attention_7x7", "mid_attention"),
-                                                     ("train", "bf16", "precision")])
+@pytest.mark.parametrize(
+    "section, key, successor", [("model", "attention_7x7", "mid_attention"), ("train", "bf16", "precision")]
+)
 def test_a_file_an_earlier_version_wrote_is_refused_with_one_sentence(section, key, successor):
     data = get_recipe("ddpm").to_dict()
     data[section][key] = data[section].pop(successor)
-    with pytest.raises(ConfigError, match=rf"old\.json was written by a development version of mnist-diffusion "
-                                          rf"0\.1\.0 \(its {section}\.{key} is now {section}\.{successor}\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"old\.json was written by a development version of mnist-diffusion "
+        rf"0\.1\.0 \(its {section}\.{key} is now {section}\.{successor}\)",
+    ):
         load_run_config(data, "old.json")
 
 

@@ -24,8 +24,15 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-TINY = ["model.channels=[8,16,16]", "model.embed_dim=16", "model.groups=4", "train.batch_size=32",
-        "train.log_every=1", "train.checkpoint_every=2", "data.limit=256"]
+TINY = [
+    "model.channels=[8,16,16]",
+    "model.embed_dim=16",
+    "model.groups=4",
+    "train.batch_size=32",
+    "train.log_every=1",
+    "train.checkpoint_every=2",
+    "data.limit=256",
+]
 
 
 def tiny(*extra):
@@ -55,8 +62,11 @@ def test_training_runs_on_the_gpu_in_bf16_and_channels_last(cuda_run):
         assert out.dtype == torch.bfloat16
     state = ckpt.load_checkpoint(run / ckpt.STATE_FILE)
     assert state.info["step"] == 3
-    assert all(np.isfinite(float(line.split('"loss": ')[1].split(",")[0]))
-               for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line)
+    assert all(
+        np.isfinite(float(line.split('"loss": ')[1].split(",")[0]))
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if '"loss"' in line
+    )
 
 
 def test_the_gpu_checkpoint_loads_on_the_cpu(cuda_run):
@@ -72,8 +82,9 @@ def test_resume_on_the_gpu_keeps_adam_step_counters_on_the_cpu(cuda_run, tmp_pat
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    trainer = make_trainer(apply_overrides(ckpt.load_checkpoint(copy / ckpt.STATE_FILE).config,
-                                           ["train.max_steps=5"]), copy, resume=True)
+    trainer = make_trainer(
+        apply_overrides(ckpt.load_checkpoint(copy / ckpt.STATE_FILE).config, ["train.max_steps=5"]), copy, resume=True
+    )
     steps = [s["step"] for s in trainer.opt.state.values()]
     assert steps and all(not torch.is_tensor(s) or s.device.type == "cpu" for s in steps)
     trainer.fit(progress_bar=False)
@@ -113,9 +124,26 @@ def test_compiled_training_on_the_gpu_saves_plain_weights(tmp_path):
 
 def _torchrun(tmp_path, device, nproc=2):
     run, sums = tmp_path / "run", tmp_path / "sums"
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-           "-m", "mnist_diffusion", "train", "--recipe", "ddpm-cond", "--max-steps", "3", "--device", device,
-           "--no-progress", "--no-samples", "--out", str(run)] + [a for s in TINY for a in ("--set", s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--standalone",
+        "-m",
+        "mnist_diffusion",
+        "train",
+        "--recipe",
+        "ddpm-cond",
+        "--max-steps",
+        "3",
+        "--device",
+        device,
+        "--no-progress",
+        "--no-samples",
+        "--out",
+        str(run),
+    ] + [a for s in TINY for a in ("--set", s)]
     env = {**os.environ, dist_utils.CHECKSUM_ENV: str(sums), "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]

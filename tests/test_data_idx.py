@@ -25,8 +25,10 @@ def write_split(directory, split, n, seed, gz):
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n, dtype=np.uint8)
     prefix = "train" if split == "train" else "t10k"
-    for stem, data in ((f"{prefix}-images-idx3-ubyte", idx_bytes(images, IMAGES_MAGIC)),
-                       (f"{prefix}-labels-idx1-ubyte", idx_bytes(labels, LABELS_MAGIC))):
+    for stem, data in (
+        (f"{prefix}-images-idx3-ubyte", idx_bytes(images, IMAGES_MAGIC)),
+        (f"{prefix}-labels-idx1-ubyte", idx_bytes(labels, LABELS_MAGIC)),
+    ):
         (directory / (stem + ".gz" if gz else stem)).write_bytes(gzip.compress(data) if gz else data)
     return images, labels
 

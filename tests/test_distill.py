@@ -83,8 +83,10 @@ def batch(n=64, seed=0):
 
 
 def denoisers(student_net, labels, w):
-    return (Denoiser(student_net, SCHEDULE, "v", labels=labels, guidance=w),
-            Denoiser(GaussianTeacher(), SCHEDULE, "eps", labels=labels, guidance=w))
+    return (
+        Denoiser(student_net, SCHEDULE, "v", labels=labels, guidance=w),
+        Denoiser(GaussianTeacher(), SCHEDULE, "eps", labels=labels, guidance=w),
+    )
 
 
 def test_segments_split_the_teachers_own_grid():
@@ -138,8 +140,9 @@ def test_consistency_objective_is_smallest_at_the_flow_endpoint():
         return exact_flow(x, t, None, mean)
 
     exact = consistency_loss(*denoisers(OracleStudent(endpoint), labels, w), x0, eps, 200, g)[0].mean()
-    naive = consistency_loss(*denoisers(OracleStudent(exact_x0), labels, w), x0, eps, 200,
-                             torch.Generator().manual_seed(1))[0].mean()
+    naive = consistency_loss(
+        *denoisers(OracleStudent(exact_x0), labels, w), x0, eps, 200, torch.Generator().manual_seed(1)
+    )[0].mean()
     assert exact < 1e-2 * naive
 
 
@@ -148,8 +151,9 @@ def test_one_exact_trajectory_step_per_segment_samples_the_exact_map():
     _, eps, labels, w = batch(16)
     student = Denoiser(OracleStudent(exact_step_x0(4)), SCHEDULE, "v", labels=labels, guidance=w)
     out = sample_ddim(student, eps, timestep_grid(1000, 4, "trailing"))
-    torch.testing.assert_close(out, exact_flow(eps, torch.full((16,), 999.0), None, guided_mean(labels, w)),
-                               rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(
+        out, exact_flow(eps, torch.full((16,), 999.0), None, guided_mean(labels, w)), rtol=1e-3, atol=1e-3
+    )
 
 
 def test_the_students_guidance_input_is_one_pass_and_starts_neutral():
@@ -170,8 +174,16 @@ def test_the_students_guidance_input_is_one_pass_and_starts_neutral():
         UNet(ModelConfig(in_channels=1, channels=(8,), embed_dim=16, groups=4, num_classes=10))(x, t, labels, t)
 
 
-TINY_TEACHER = ["data.limit=64", "train.batch_size=32", "train.max_steps=2", "model.channels=[8,16]",
-                "model.embed_dim=16", "model.groups=4", "model.mid_attention=false", "train.log_every=1"]
+TINY_TEACHER = [
+    "data.limit=64",
+    "train.batch_size=32",
+    "train.max_steps=2",
+    "model.channels=[8,16]",
+    "model.embed_dim=16",
+    "model.groups=4",
+    "model.mid_attention=false",
+    "train.log_every=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +194,20 @@ def teacher(tmp_path_factory):
 
 
 def distill_config(teacher, *extra):
-    return apply_overrides(get_recipe("distill"), [f"distill.teacher={teacher}", "data.limit=64",
-                                                   "train.batch_size=16", "train.epochs=2", "train.warmup_steps=2",
-                                                   "train.checkpoint_every=3", "train.log_every=1",
-                                                   "distill.teacher_steps=8", *extra])
+    return apply_overrides(
+        get_recipe("distill"),
+        [
+            f"distill.teacher={teacher}",
+            "data.limit=64",
+            "train.batch_size=16",
+            "train.epochs=2",
+            "train.warmup_steps=2",
+            "train.checkpoint_every=3",
+            "train.log_every=1",
+            "distill.teacher_steps=8",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.parametrize("method", ["trajectory", "consistency"])
@@ -238,8 +260,13 @@ def test_a_packaged_student_names_its_teacher_and_takes_measured_defaults(tmp_pa
 
     student = tmp_path / "s"
     make_trainer(distill_config(teacher, "train.max_steps=1"), student).fit(progress_bar=False)
-    out = package_model(student, tmp_path / "fast.safetensors", {"note": "test"},
-                        sample={"steps": 2, "guidance": 1.5}, teacher=str(teacher))
+    out = package_model(
+        student,
+        tmp_path / "fast.safetensors",
+        {"note": "test"},
+        sample={"steps": 2, "guidance": 1.5},
+        teacher=str(teacher),
+    )
     pipe = load(out)
     assert (pipe.config.sample.steps, pipe.config.sample.guidance, pipe.config.sample.sampler) == (2, 1.5, "ddim")
     assert pipe.config.distill.teacher == str(teacher)
@@ -271,13 +298,15 @@ def test_a_wrong_teacher_is_refused(tmp_path, teacher):
 def test_consistency_sampling_with_the_exact_consistency_function_draws_the_data():
     """With f(x_t, t) = the end of the exact flow through x_t, 1 and 4 consistency steps both draw the data."""
     labels, w = torch.zeros(4000, dtype=torch.long), torch.full((4000,), 2.0)
-    student = Denoiser(OracleStudent(lambda x, t, mean: exact_flow(x, t, None, mean)), SCHEDULE, "v",
-                       labels=labels, guidance=w)
+    student = Denoiser(
+        OracleStudent(lambda x, t, mean: exact_flow(x, t, None, mean)), SCHEDULE, "v", labels=labels, guidance=w
+    )
     mean = guided_mean(labels[:1], w[:1]).flatten()
     for steps in (1, 4):
         g = torch.Generator().manual_seed(steps)
-        out = sample_consistency(student, torch.randn(4000, 1, 2, 2, generator=g),
-                                 timestep_grid(1000, steps, "trailing"), generator=g).flatten(1)
+        out = sample_consistency(
+            student, torch.randn(4000, 1, 2, 2, generator=g), timestep_grid(1000, steps, "trailing"), generator=g
+        ).flatten(1)
         torch.testing.assert_close(out.mean(0), mean, atol=0.04, rtol=0)
         torch.testing.assert_close(out.std(0), torch.full((4,), SPREAD), atol=0.03, rtol=0)
 
@@ -293,6 +322,7 @@ def test_under_train_compile_the_teachers_forwards_go_through_the_compiled_netwo
         def run(x, *conditioning):
             batches.append(x.shape[0])
             return net(x, *conditioning)
+
         return run
 
     monkeypatch.setattr(runtime.torch, "compile", fake_compile)
@@ -301,8 +331,17 @@ def test_under_train_compile_the_teachers_forwards_go_through_the_compiled_netwo
         cfg = distill_config(teacher, *extra)
         loaded = load_teacher(cfg, torch.device("cpu"))
         torch.manual_seed(0)
-        student = UNet(ModelConfig(in_channels=1, channels=(8, 16), embed_dim=16, groups=4, num_classes=10,
-                                   mid_attention=False, guidance_input=True))
+        student = UNet(
+            ModelConfig(
+                in_channels=1,
+                channels=(8, 16),
+                embed_dim=16,
+                groups=4,
+                num_classes=10,
+                mid_attention=False,
+                guidance_input=True,
+            )
+        )
         student.load_state_dict(loaded.weights, strict=False)
         objective = distill_objective(cfg, torch.device("cpu"), loaded)
         x, labels = torch.rand(8, 1, 28, 28) * 2 - 1, torch.arange(8)

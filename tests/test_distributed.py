@@ -23,16 +23,34 @@ from mnist_diffusion.training.objectives import make_objective
 
 # A class-conditional U-Net small enough to train a few steps in seconds: it exercises EMA, label dropout,
 # the DDPM objective and the optimizer state, all of which a resume must carry over.
-TINY = ["model.channels=[8,16,16]", "model.embed_dim=16", "model.groups=4", "train.batch_size=32",
-        "train.log_every=1", "train.checkpoint_every=2", "train.threads=1", "train.device=cpu"]
-TINY_ARGS = ["--recipe", "ddpm-cond", "--limit", "256", "--no-progress", "--no-samples"] + \
-    [a for s in TINY for a in ("--set", s)]
+TINY = [
+    "model.channels=[8,16,16]",
+    "model.embed_dim=16",
+    "model.groups=4",
+    "train.batch_size=32",
+    "train.log_every=1",
+    "train.checkpoint_every=2",
+    "train.threads=1",
+    "train.device=cpu",
+]
+TINY_ARGS = ["--recipe", "ddpm-cond", "--limit", "256", "--no-progress", "--no-samples"] + [
+    a for s in TINY for a in ("--set", s)
+]
 
 
 def torchrun(args, env_extra, nproc=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-           "-m", "mnist_diffusion", "train", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--standalone",
+        "-m",
+        "mnist_diffusion",
+        "train",
+        *args,
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -220,8 +238,16 @@ except TrainingError as e:
 def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     script = tmp_path / "nan_on_rank_1.py"
     script.write_text(NAN_ON_RANK_1)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script),
-           str(tmp_path / "run"), *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        str(script),
+        str(tmp_path / "run"),
+        *TINY,
+    ]
     r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode != 0

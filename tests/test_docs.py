@@ -49,7 +49,7 @@ def _command_lines(path: Path) -> list[str]:
                 words = shlex.split(part, comments=True)
                 for i, word in enumerate(words):
                     if word.endswith("mnist-diffusion") or (word == "mnist_diffusion" and words[i - 1] == "-m"):
-                        found.append(words[i + 1:])
+                        found.append(words[i + 1 :])
                         break
     return found
 
@@ -68,8 +68,13 @@ def test_every_command_line_in_the_docs_parses():
 
 
 # Names the README's and the pages' Python snippets use, and what they stand for.
-SNIPPET_NAMES = {"mnist_diffusion": mnist_diffusion, "md": mnist_diffusion, "pipe": mnist_diffusion.Pipeline,
-                 "out": mnist_diffusion.SampleResult, "done": mnist_diffusion.SampleResult}
+SNIPPET_NAMES = {
+    "mnist_diffusion": mnist_diffusion,
+    "md": mnist_diffusion,
+    "pipe": mnist_diffusion.Pipeline,
+    "out": mnist_diffusion.SampleResult,
+    "done": mnist_diffusion.SampleResult,
+}
 
 
 def _has(owner, name: str) -> bool:
@@ -100,8 +105,11 @@ def test_python_snippets_use_names_that_exist():
             tree = ast.parse(block)
             calls = {id(n.func): n for n in ast.walk(tree) if isinstance(n, ast.Call)}
             for node in ast.walk(tree):
-                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
-                        and node.value.id in SNIPPET_NAMES:
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id in SNIPPET_NAMES
+                ):
                     _check_call(SNIPPET_NAMES[node.value.id], node.attr, calls.get(id(node)), page.name)
                     checked += 1
     assert checked >= 10
@@ -118,9 +126,15 @@ def test_site_builds_offline_and_strict(tmp_path):
     for module in ("mkdocs", "material", "mkdocstrings_handlers.python"):
         pytest.importorskip(module, reason=f"{module} is not installed (the `docs` extra)")
     site = tmp_path / "site"
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"),
-                           "-d", str(site)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     cli = (site / "cli" / "index.html").read_text()
     for command in ("train", "sample", "inpaint", "serve", "figures", "evaluate", "classifier"):

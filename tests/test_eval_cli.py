@@ -59,14 +59,20 @@ def test_evaluate_unlabelled_without_baselines(tmp_path, test_images, capsys):
     assert "FID@50" in text and "label accuracy" not in text and "uniform noise" not in text
 
 
-@pytest.mark.parametrize("arrays, expected", [
-    ({"images": np.zeros((10, 28, 28), np.float32)}, "'images' must be a uint8 array of shape (N, 28, 28)"),
-    ({"images": np.zeros((10, 32, 32), np.uint8)}, "got dtype uint8 and shape (10, 32, 32)"),
-    ({"pictures": np.zeros((10, 28, 28), np.uint8)}, "has no 'images' array (found: pictures)"),
-    ({"images": np.zeros((10, 28, 28), np.uint8), "labels": np.zeros(9, np.int64)}, "'labels' must be an integer array of shape (10,)"),
-    ({"images": np.zeros((10, 28, 28), np.uint8), "labels": np.full(10, 12)}, "'labels' must lie in 0-9"),
-    ({"images": np.zeros((3, 28, 28), np.uint8)}, "holds 3 images but precision_recall needs at least 4"),
-])
+@pytest.mark.parametrize(
+    "arrays, expected",
+    [
+        ({"images": np.zeros((10, 28, 28), np.float32)}, "'images' must be a uint8 array of shape (N, 28, 28)"),
+        ({"images": np.zeros((10, 32, 32), np.uint8)}, "got dtype uint8 and shape (10, 32, 32)"),
+        ({"pictures": np.zeros((10, 28, 28), np.uint8)}, "has no 'images' array (found: pictures)"),
+        (
+            {"images": np.zeros((10, 28, 28), np.uint8), "labels": np.zeros(9, np.int64)},
+            "'labels' must be an integer array of shape (10,)",
+        ),
+        ({"images": np.zeros((10, 28, 28), np.uint8), "labels": np.full(10, 12)}, "'labels' must lie in 0-9"),
+        ({"images": np.zeros((3, 28, 28), np.uint8)}, "holds 3 images but precision_recall needs at least 4"),
+    ],
+)
 def test_bad_sample_files_get_one_clear_sentence(tmp_path, capsys, arrays, expected):
     path = _npz(tmp_path / "bad.npz", **arrays)
     assert main(["evaluate", path]) == 2
@@ -75,13 +81,16 @@ def test_bad_sample_files_get_one_clear_sentence(tmp_path, capsys, arrays, expec
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["--metrics", "label_accuracy"], "has no 'labels' array, so label accuracy cannot be computed"),
-    (["--n", "20"], "holds 10 images but 20 were asked for"),
-    (["--metrics", "fid,iss"], "unknown metric 'iss'"),
-    (["--steps", "10"], "--steps applies only when PATH is a model"),
-    (["--compile"], "--compile applies only when PATH is a model"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--metrics", "label_accuracy"], "has no 'labels' array, so label accuracy cannot be computed"),
+        (["--n", "20"], "holds 10 images but 20 were asked for"),
+        (["--metrics", "fid,iss"], "unknown metric 'iss'"),
+        (["--steps", "10"], "--steps applies only when PATH is a model"),
+        (["--compile"], "--compile applies only when PATH is a model"),
+    ],
+)
 def test_bad_requests_get_one_clear_sentence(tmp_path, capsys, argv, expected):
     path = _npz(tmp_path / "s.npz", images=np.zeros((10, 28, 28), np.uint8))
     assert main(["evaluate", path, *argv]) == 2
@@ -110,8 +119,9 @@ def test_reference_cache_is_keyed_on_evaluator_hash(tmp_path, monkeypatch):
     for seed in (0, 1):
         torch.manual_seed(seed)
         path = tmp_path / f"ev{seed}.safetensors"
-        sha = evaluator_file.save_evaluator(FeatureNet(EvaluatorConfig(widths=(4, 8, 8), depths=(1, 1, 1), feature_dim=16)),
-                                      path, {"dataset": "toy"})
+        sha = evaluator_file.save_evaluator(
+            FeatureNet(EvaluatorConfig(widths=(4, 8, 8), depths=(1, 1, 1), feature_dim=16)), path, {"dataset": "toy"}
+        )
         evs.append(evaluator_file.load_evaluator_file(path, sha))
     first = reference.reference_stats(evs[0], "toy", images)
     files = list((tmp_path / "evaluation").glob("reference-toy-test-*.npz"))
@@ -121,9 +131,14 @@ def test_reference_cache_is_keyed_on_evaluator_hash(tmp_path, monkeypatch):
     other = reference.reference_stats(evs[1], "toy", images)
     assert other.evaluator_sha256 == evs[1].sha256 and not np.allclose(other.mu, first.mu)
     # a file whose recorded hash does not match is recomputed, never used
-    np.savez(files[0], features=np.zeros((40, 16), np.float32), predicted=np.zeros(40, np.int64),
-             evaluator_sha256=np.array("f" * 64), data_sha256=np.array(first.data_sha256),
-             cache_version=np.array(reference.CACHE_VERSION))
+    np.savez(
+        files[0],
+        features=np.zeros((40, 16), np.float32),
+        predicted=np.zeros(40, np.int64),
+        evaluator_sha256=np.array("f" * 64),
+        data_sha256=np.array(first.data_sha256),
+        cache_version=np.array(reference.CACHE_VERSION),
+    )
     np.testing.assert_array_equal(reference.reference_stats(evs[0], "toy", images).features, first.features)
 
 
@@ -134,8 +149,11 @@ def test_evaluator_info(capsys):
 
 def test_evaluator_of_another_dataset_is_refused(tmp_path, capsys):
     weights = tmp_path / "toy.safetensors"
-    evaluator_file.save_evaluator(FeatureNet(EvaluatorConfig(widths=(4, 8, 8), depths=(1, 1, 1), feature_dim=16)),
-                            weights, {"dataset": "fashion-mnist"})
+    evaluator_file.save_evaluator(
+        FeatureNet(EvaluatorConfig(widths=(4, 8, 8), depths=(1, 1, 1), feature_dim=16)),
+        weights,
+        {"dataset": "fashion-mnist"},
+    )
     path = _npz(tmp_path / "s.npz", images=np.zeros((10, 28, 28), np.uint8))
     assert main(["evaluate", path, "--evaluator", str(weights)]) == 2
     assert "was trained on 'fashion-mnist', not 'mnist'" in capsys.readouterr().err

@@ -33,7 +33,9 @@ def test_sqrtm_psd_squares_back_and_clips_roundoff():
 
 def test_frechet_distance_closed_forms():
     # 1-D: (m1 - m2)^2 + (s1 - s2)^2 with standard deviations s.
-    assert M.frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == pytest.approx(4 + 1)
+    assert M.frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == pytest.approx(
+        4 + 1
+    )
     # diagonal covariances: sum of (sqrt(a) - sqrt(b))^2
     a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 4.0, 1.0])
     expected = ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
@@ -58,7 +60,7 @@ def test_fid_of_set_against_itself_is_zero_and_grows_with_shift():
     assert M.fid_from_features(x, mu, sigma) == pytest.approx(0.0, abs=1e-9)
     fids = [M.fid_from_features(x + shift, mu, sigma) for shift in (0.1, 0.5, 1.0, 2.0)]
     assert all(a < b for a, b in zip(fids, fids[1:]))
-    assert fids[-1] == pytest.approx(8 * 2.0 ** 2, rel=1e-9)  # a pure shift adds |delta mu|^2
+    assert fids[-1] == pytest.approx(8 * 2.0**2, rel=1e-9)  # a pure shift adds |delta mu|^2
 
 
 # ------------------------------------------------------------------------------------------ KID
@@ -79,7 +81,9 @@ def test_kid_separates_distributions_and_is_seeded():
     assert m == 200
     assert abs(m_same) < 3 * s_same + 1e-12
     assert m_shift > 10 * max(abs(m_same), s_same)
-    assert M.kernel_inception_distance(same, real, 5, 100, seed=7) == M.kernel_inception_distance(same, real, 5, 100, seed=7)
+    assert M.kernel_inception_distance(same, real, 5, 100, seed=7) == M.kernel_inception_distance(
+        same, real, 5, 100, seed=7
+    )
 
 
 def test_polynomial_kernel_formula():

@@ -22,7 +22,7 @@ def _toy_data(n, seed):
     labels = rng.integers(0, 10, n).astype(np.int64)
     images = np.zeros((n, 28, 28), dtype=np.uint8)
     for i, c in enumerate(labels):  # class c = a bright bar in row band c: learnable in a few steps
-        images[i, 2 + 2 * c: 4 + 2 * c, 4:24] = 255
+        images[i, 2 + 2 * c : 4 + 2 * c, 4:24] = 255
     return images, labels
 
 
@@ -55,8 +55,10 @@ def _train_tiny(seed=0):
 
 def test_training_is_reproducible_to_the_byte(tmp_path):
     torch.set_num_threads(1)
-    hashes = [evaluator_file.save_evaluator(_train_tiny().net, tmp_path / f"{i}.safetensors", {"dataset": "toy"})
-              for i in range(2)]
+    hashes = [
+        evaluator_file.save_evaluator(_train_tiny().net, tmp_path / f"{i}.safetensors", {"dataset": "toy"})
+        for i in range(2)
+    ]
     assert hashes[0] == hashes[1]
     other = evaluator_file.save_evaluator(_train_tiny(seed=1).net, tmp_path / "other.safetensors", {"dataset": "toy"})
     assert other != hashes[0]

@@ -30,7 +30,7 @@ def test_labelled_grid_holds_the_grid_and_its_labels():
     plain = grid(images, 10, pad_value=70).repeat(2, 0).repeat(2, 1)
     assert left > 0 and top > 0 and bottom > 0
     assert out.shape == (top + plain.shape[0] + bottom, max(left + plain.shape[1], out.shape[1]))
-    assert np.array_equal(out[top:top + plain.shape[0], left:left + plain.shape[1]], plain)
+    assert np.array_equal(out[top : top + plain.shape[0], left : left + plain.shape[1]], plain)
     assert out[:top].max() > 0 and out[:, :left].max() > 0 and out[-bottom:].max() > 0  # the text is drawn
     assert labelled_grid(images, 10, scale=2).shape == plain.shape  # no labels: no margins
 
@@ -79,8 +79,10 @@ def test_loss_of_a_one_point_run_is_drawn_and_kid_when_logged(tmp_path):
     path = loss_figure(rows, tmp_path / "loss.png")
     assert path.is_file()
     assert kid_figure(rows, tmp_path / "kid.png") is None  # nothing logged, no figure
-    rows += [{"step": 2, "eval": {"n": 500, "kid_mean": 0.01, "kid_std": 0.001, "label_accuracy": 0.9}},
-             {"step": 4, "eval": {"n": 500, "kid_mean": 0.005, "kid_std": 0.001, "label_accuracy": 0.95}}]
+    rows += [
+        {"step": 2, "eval": {"n": 500, "kid_mean": 0.01, "kid_std": 0.001, "label_accuracy": 0.9}},
+        {"step": 4, "eval": {"n": 500, "kid_mean": 0.005, "kid_std": 0.001, "label_accuracy": 0.95}},
+    ]
     assert kid_figure(rows, tmp_path / "kid.png").is_file()
 
 
@@ -95,10 +97,13 @@ def test_figures_of_a_packaged_model(tmp_path, capsys):
 def test_figures_of_a_run_draw_kid_where_logged(tmp_path):
     run = tmp_path / "run"
     load("ddpm-cond").save(run)
-    rows = [{"step": 10, "loss": 0.1, "loss_by_quarter": [0.2, 0.1, 0.05, 0.02]},
-            {"step": 10, "eval": {"n": 500, "kid_mean": 0.004, "kid_std": 0.001, "label_accuracy": 0.97}}]
+    rows = [
+        {"step": 10, "loss": 0.1, "loss_by_quarter": [0.2, 0.1, 0.05, 0.02]},
+        {"step": 10, "eval": {"n": 500, "kid_mean": 0.004, "kid_std": 0.001, "label_accuracy": 0.97}},
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     from mnist_diffusion.figures import read_metrics
+
     assert kid_figure(read_metrics(run), tmp_path / "k.png").is_file()
     assert loss_figure(read_metrics(run), tmp_path / "l.png").is_file()
 
@@ -111,11 +116,12 @@ def test_figures_refuses_what_is_not_a_model(tmp_path, capsys):
 def test_the_command_line_and_its_denoising_gif_import_no_matplotlib(tmp_path):
     """matplotlib is for figures only: `import mnist_diffusion.cli` and `sample --gif` (Pillow) must not load it."""
     gif = tmp_path / "d.gif"
-    code = ("import sys; import mnist_diffusion.cli as cli; assert 'matplotlib' not in sys.modules, 'on import'; "
-            f"assert cli.main(['sample', 'ddpm-cond', '--n', '2', '--steps', '2', '--precision', 'fp32', "
-            f"'--no-progress', '--gif', {str(gif)!r}]) == 0; "
-            "assert 'matplotlib' not in sys.modules, 'by sample --gif'")
+    code = (
+        "import sys; import mnist_diffusion.cli as cli; assert 'matplotlib' not in sys.modules, 'on import'; "
+        f"assert cli.main(['sample', 'ddpm-cond', '--n', '2', '--steps', '2', '--precision', 'fp32', "
+        f"'--no-progress', '--gif', {str(gif)!r}]) == 0; "
+        "assert 'matplotlib' not in sys.modules, 'by sample --gif'"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert Image.open(gif).n_frames == 3  # two steps and the final digits
-

@@ -95,16 +95,30 @@ def test_the_loss_vanishes_for_the_exact_velocity_of_a_single_point():
 
 
 # ---- flow models through the package: config, training, the pipeline --------------------------------------
-TINY = ["data.limit=96", "train.batch_size=32", "train.max_steps=3", "train.log_every=1", "model.channels=[8,16]",
-        "model.embed_dim=16", "model.groups=4", "model.mid_attention=false"]
+TINY = [
+    "data.limit=96",
+    "train.batch_size=32",
+    "train.max_steps=3",
+    "train.log_every=1",
+    "model.channels=[8,16]",
+    "model.embed_dim=16",
+    "model.groups=4",
+    "model.mid_attention=false",
+]
 
 
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory):
     from mnist_diffusion.api import train
 
-    return train("flow-cond", out=tmp_path_factory.mktemp("flow") / "run", overrides=TINY, progress=False,
-                 samples=False)
+    return train(
+        "flow-cond", out=tmp_path_factory.mktemp("flow") / "run", overrides=TINY, progress=False, samples=False
+    )
+
+
+def times_into(seen: list):
+    """A step callback that records each step's time in `seen`."""
+    return lambda step: seen.append(step["t"])
 
 
 def test_a_flow_run_trains_logs_its_loss_by_time_quarter_and_samples_with_every_flow_sampler(flow_run):
@@ -121,8 +135,7 @@ def test_a_flow_run_trains_logs_its_loss_by_time_quarter_and_samples_with_every_
     assert names("flow") == ("heun", "euler", "midpoint") and pipe.config.diffusion.prediction == "velocity"
     for sampler in names("flow"):
         seen = []
-        out = pipe.sample(4, labels=[3, 1, 4, 1], sampler=sampler, steps=3, seed=2,
-                          callback=lambda s: seen.append(s["t"]))  # noqa: B023
+        out = pipe.sample(4, labels=[3, 1, 4, 1], sampler=sampler, steps=3, seed=2, callback=times_into(seen))
         assert out.images.shape == (4, 28, 28) and out.images.dtype == np.uint8
         assert seen == [1.0, 2 / 3, 1 / 3]  # the uniform grid, descending towards the data at 0
         again = pipe.sample(4, labels=[3, 1, 4, 1], sampler=sampler, steps=3, seed=2)
@@ -136,8 +149,9 @@ def test_a_flow_model_refuses_vp_samplers_and_resampling_in_one_sentence(flow_ru
     from mnist_diffusion.pipeline import half_mask, load
 
     pipe = load(flow_run)
-    with pytest.raises(UserError, match="'ddim' does not fit a model of diffusion kind 'flow'; choose one of: "
-                                        "heun, euler, midpoint"):
+    with pytest.raises(
+        UserError, match="'ddim' does not fit a model of diffusion kind 'flow'; choose one of: heun, euler, midpoint"
+    ):
         pipe.sample(2, sampler="ddim")
     images = pipe.sample(2, steps=2).images
     with pytest.raises(UserError, match="cannot resample: use resample=1"):

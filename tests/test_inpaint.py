@@ -74,16 +74,30 @@ def _masks(n):
     one_unknown[:, 14, 14] = 0
     one_known = np.zeros((n, 28, 28), np.uint8)
     one_known[:, 3, 3] = 7  # nonzero = known
-    return {"top": half_mask("top", n), "bottom": half_mask("bottom", n), "left": half_mask("left", n),
-            "right": half_mask("right", n), "random": rng.random((n, 28, 28)) < 0.3,
-            "one unknown": one_unknown, "one known": one_known}
+    return {
+        "top": half_mask("top", n),
+        "bottom": half_mask("bottom", n),
+        "left": half_mask("left", n),
+        "right": half_mask("right", n),
+        "random": rng.random((n, 28, 28)) < 0.3,
+        "one unknown": one_unknown,
+        "one known": one_known,
+    }
 
 
-@pytest.mark.parametrize("model, kw", [
-    ("ddpm-cond", {}), ("ddpm-cond", {"method": "replace"}), ("ddpm-cond", {"resample": 2, "sampler": "ddim"}),
-    ("ldm", {}), ("ldm", {"method": "replace"}), ("ldm", {"resample": 2, "sampler": "ddim"}),
-    ("ddpm-cond-fast", {}), ("ldm-fast", {"method": "replace"}),  # students: guidance is their input, one pass
-])
+@pytest.mark.parametrize(
+    "model, kw",
+    [
+        ("ddpm-cond", {}),
+        ("ddpm-cond", {"method": "replace"}),
+        ("ddpm-cond", {"resample": 2, "sampler": "ddim"}),
+        ("ldm", {}),
+        ("ldm", {"method": "replace"}),
+        ("ldm", {"resample": 2, "sampler": "ddim"}),
+        ("ddpm-cond-fast", {}),
+        ("ldm-fast", {"method": "replace"}),  # students: guidance is their input, one pass
+    ],
+)
 def test_known_pixels_come_back_exactly(digits, model, kw):
     images, _ = digits
     pipe = load(model)
@@ -142,24 +156,43 @@ def test_a_student_completes_digits_in_its_own_steps(student):
 def test_the_tutorial_model_completes_too(tmp_path, digits):
     images, _ = digits
     run = tmp_path / "seed"
-    assert main(["train", "--recipe", "seed", "--max-steps", "2", "--limit", "256", "--out", str(run),
-                 "--no-progress", "--no-samples"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "seed",
+                "--max-steps",
+                "2",
+                "--limit",
+                "256",
+                "--out",
+                str(run),
+                "--no-progress",
+                "--no-samples",
+            ]
+        )
+        == 0
+    )
     for method in ("project", "replace"):
         out = load(run).inpaint(images, half_mask("left", 6), method=method)
         known = half_mask("left", 6) > 0
         assert np.array_equal(out.images[known], images[known]), method
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda p, x: p.inpaint(x.astype(np.float32), half_mask("top", 6)), "uint8"),
-    (lambda p, x: p.inpaint(x, half_mask("top", 5)), "the mask has shape (5, 28, 28)"),
-    (lambda p, x: p.inpaint(x, np.zeros((6, 28, 28))), "image 0 marks no pixel as known"),
-    (lambda p, x: p.inpaint(x, np.ones((6, 28, 28))), "image 0 marks every pixel as known"),
-    (lambda p, x: p.inpaint(x, half_mask("top", 6), resample=0), "resample must be"),
-    (lambda p, x: p.inpaint(x, half_mask("top", 6), method="magic"), "method must be one of project, replace"),
-    (lambda p, x: p.inpaint(x, half_mask("top", 6), guidance=3.0), "needs labels"),
-    (lambda p, x: p.inpaint(x, half_mask("top", 6), resample=2, sampler="heun"), "cannot resample"),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda p, x: p.inpaint(x.astype(np.float32), half_mask("top", 6)), "uint8"),
+        (lambda p, x: p.inpaint(x, half_mask("top", 5)), "the mask has shape (5, 28, 28)"),
+        (lambda p, x: p.inpaint(x, np.zeros((6, 28, 28))), "image 0 marks no pixel as known"),
+        (lambda p, x: p.inpaint(x, np.ones((6, 28, 28))), "image 0 marks every pixel as known"),
+        (lambda p, x: p.inpaint(x, half_mask("top", 6), resample=0), "resample must be"),
+        (lambda p, x: p.inpaint(x, half_mask("top", 6), method="magic"), "method must be one of project, replace"),
+        (lambda p, x: p.inpaint(x, half_mask("top", 6), guidance=3.0), "needs labels"),
+        (lambda p, x: p.inpaint(x, half_mask("top", 6), resample=2, sampler="heun"), "cannot resample"),
+    ],
+)
 def test_bad_input_is_one_sentence(digits, call, words):
     with pytest.raises(UserError, match=None) as info:
         call(load("ldm"), digits[0])
@@ -171,14 +204,46 @@ def test_the_command(tmp_path, digits, capsys):
     src = tmp_path / "in.npz"
     np.savez(src, images=images, mask=half_mask("bottom", 6), labels=labels)
     out, grid = tmp_path / "out.npz", tmp_path / "grid.png"
-    assert main(["inpaint", "ldm", "--input", str(src), "--npz", str(out), "--out", str(grid), "--steps", "3",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "inpaint",
+                "ldm",
+                "--input",
+                str(src),
+                "--npz",
+                str(out),
+                "--out",
+                str(grid),
+                "--steps",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     done = np.load(out)
     keep = half_mask("bottom", 6) > 0
     assert np.array_equal(done["images"][keep], images[keep]) and done["labels"].tolist() == labels.tolist()
     assert grid.stat().st_size > 0
     np.savez(src, images=images)
-    assert main(["inpaint", "ldm", "--input", str(src), "--npz", str(out), "--keep", "left", "--steps", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "inpaint",
+                "ldm",
+                "--input",
+                str(src),
+                "--npz",
+                str(out),
+                "--keep",
+                "left",
+                "--steps",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main(["inpaint", "ldm", "--input", str(src), "--npz", str(tmp_path / "x.npz")]) == 2
     assert "no 'mask' array" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()

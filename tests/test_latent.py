@@ -36,10 +36,29 @@ TINY_LDM = ["--set", "model.channels=[16,32]", "--set", "model.embed_dim=32"]
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("latent")
     ae, ldm = root / "ae", root / "ldm"
-    assert main(["train", "--recipe", "ldm-ae", "--max-steps", "3", "--out", str(ae), "--no-samples",
-                 *COMMON, *TINY_AE]) == 0
-    assert main(["train", "--recipe", "ldm", "--max-steps", "2", "--out", str(ldm), "--no-samples",
-                 "--set", f"latent.autoencoder={ae}", *COMMON, *TINY_LDM]) == 0
+    assert (
+        main(["train", "--recipe", "ldm-ae", "--max-steps", "3", "--out", str(ae), "--no-samples", *COMMON, *TINY_AE])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "ldm",
+                "--max-steps",
+                "2",
+                "--out",
+                str(ldm),
+                "--no-samples",
+                "--set",
+                f"latent.autoencoder={ae}",
+                *COMMON,
+                *TINY_LDM,
+            ]
+        )
+        == 0
+    )
     return ae, ldm
 
 
@@ -100,8 +119,25 @@ def test_ldm_checkpoint_round_trip_and_sampling(runs, tmp_path):
     again = model.sample(3, steps=3, labels=[3, 4, 5], guidance=2.0, seed=4).images  # image i uses seed + i
     assert np.array_equal(images[3:], again)
     npz = tmp_path / "s.npz"
-    assert main(["sample", str(ldm_dir), "--n", "4", "--steps", "2", "--out", str(tmp_path / "s.png"),
-                 "--npz", str(npz), "--gif", str(tmp_path / "s.gif")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(ldm_dir),
+                "--n",
+                "4",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "s.png"),
+                "--npz",
+                str(npz),
+                "--gif",
+                str(tmp_path / "s.gif"),
+            ]
+        )
+        == 0
+    )
     assert np.load(npz)["images"].shape == (4, 28, 28) and (tmp_path / "s.gif").stat().st_size > 0
 
 
@@ -140,16 +176,32 @@ def test_a_different_autoencoder_is_refused(runs, tmp_path, capsys):
     assert "hashes to" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
 
 
-@pytest.mark.parametrize("setting, words", [
-    ("latent.autoencoder={missing}", "does not exist"),
-    ("latent.shape=[3,7,7]", "makes latents of shape [4, 7, 7]"),
-    ("data.value_range=unit", "was trained with 'signed'"),
-])
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        ("latent.autoencoder={missing}", "does not exist"),
+        ("latent.shape=[3,7,7]", "makes latents of shape [4, 7, 7]"),
+        ("data.value_range=unit", "was trained with 'signed'"),
+    ],
+)
 def test_bad_latent_settings_write_nothing(runs, tmp_path, capsys, setting, words):
     ae_dir, _ = runs
     out = tmp_path / "run"
-    args = ["train", "--recipe", "ldm", "--max-steps", "1", "--out", str(out), "--set", f"latent.autoencoder={ae_dir}",
-            "--set", setting.format(missing=tmp_path / "nope"), *COMMON, *TINY_LDM]
+    args = [
+        "train",
+        "--recipe",
+        "ldm",
+        "--max-steps",
+        "1",
+        "--out",
+        str(out),
+        "--set",
+        f"latent.autoencoder={ae_dir}",
+        "--set",
+        setting.format(missing=tmp_path / "nope"),
+        *COMMON,
+        *TINY_LDM,
+    ]
     assert main(args) == 2
     assert words in capsys.readouterr().err and not out.exists()
 

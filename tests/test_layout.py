@@ -41,7 +41,9 @@ def _imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
         else:
             continue
@@ -72,7 +74,7 @@ def test_no_import_circles():
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                raise AssertionError("import circle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+                raise AssertionError("import circle: " + " -> ".join(path[path.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt)
         path.pop()
@@ -102,5 +104,6 @@ def test_architecture_page_layout_names_every_module_and_nothing_else():
         else:
             listed.add((folder if indent == 4 else "") + item)
     actual = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")}
-    assert listed == actual, \
+    assert listed == actual, (
         f"missing from docs/architecture.md: {sorted(actual - listed)}; not in the tree: {sorted(listed - actual)}"
+    )

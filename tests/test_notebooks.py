@@ -32,8 +32,9 @@ def _setup_output(nb) -> str:
 def test_every_stored_notebook_is_its_source():
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(DERIVED)
     for name, nb in DERIVED.items():
-        assert build.cells(_stored(name)) == build.cells(nb), \
+        assert build.cells(_stored(name)) == build.cells(nb), (
             f"{name} differs from its source; run `python notebooks/build.py sync`, then `make notebooks`"
+        )
 
 
 @pytest.mark.parametrize("name", sorted(DERIVED))

@@ -142,8 +142,9 @@ def test_tutorial_sampler_mixes_one_over_remaining_steps_and_ends_on_the_predict
     steps, c = 6, 0.3
     x = torch.rand(2, 1, 3, 3, generator=torch.Generator().manual_seed(0))
     seen = []
-    sample_tutorial(lambda z: torch.full_like(z, c), x, steps,
-                    callback=lambda s: seen.append((s["i"], s["x_t"], s["x0"])))
+    sample_tutorial(
+        lambda z: torch.full_like(z, c), x, steps, callback=lambda s: seen.append((s["i"], s["x_t"], s["x0"]))
+    )
     # A constant prediction c turns x <- x(1-m) + c m, m = 1/(steps - i), into a straight line to c.
     for k, (i, xi, p) in enumerate(seen):
         assert i == k

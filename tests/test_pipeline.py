@@ -12,8 +12,11 @@ from mnist_diffusion.cli import main
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.pipeline import initial_noise, load
 
-TINY = {"data": {"limit": 96}, "train": {"batch_size": 32, "max_steps": 3, "threads": 1},
-        "model": {"channels": [8, 16, 16], "embed_dim": 16, "groups": 4}}
+TINY = {
+    "data": {"limit": 96},
+    "train": {"batch_size": 32, "max_steps": 3, "threads": 1},
+    "model": {"channels": [8, 16, 16], "embed_dim": 16, "groups": 4},
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +30,25 @@ def test_the_notebook_session_gives_the_cli_images(pixel, tmp_path):
     assert isinstance(out.grid(), Image.Image) and out._repr_png_().startswith(b"\x89PNG")
     assert out.tensor().shape == (20, 1, 28, 28) and out.tensor().min() >= -1.5
     npz = tmp_path / "cli.npz"
-    assert main(["sample", "--n", "20", "--labels", "3", "--seed", "1", "--npz", str(npz),
-                 "--out", str(tmp_path / "cli.png"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--n",
+                "20",
+                "--labels",
+                "3",
+                "--seed",
+                "1",
+                "--npz",
+                str(npz),
+                "--out",
+                str(tmp_path / "cli.png"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(np.load(npz)["images"], out.images)
 
 
@@ -149,8 +169,10 @@ def test_autoguide_steers_with_a_weaker_model_and_refuses_other_kinds(tiny_guide
     plain = main.sample(4, labels="0-3", steps=3, guidance=2.0, seed=5)
     auto = main.autoguide(weaker).sample(4, labels="0-3", steps=3, guidance=2.0, seed=5)
     assert "by" in repr(main) and not np.array_equal(plain.images, auto.images)
-    assert np.array_equal(main.sample(4, labels="0-3", steps=3, guidance=1.0, seed=5).images,
-                          main.autoguide(None).sample(4, labels="0-3", steps=3, guidance=1.0, seed=5).images)
+    assert np.array_equal(
+        main.sample(4, labels="0-3", steps=3, guidance=1.0, seed=5).images,
+        main.autoguide(None).sample(4, labels="0-3", steps=3, guidance=1.0, seed=5).images,
+    )
     assert np.array_equal(main.sample(4, labels="0-3", steps=3, guidance=2.0, seed=5).images, plain.images)
     with pytest.raises(UserError, match="cannot guide"):
         main.autoguide(load("ldm"))
@@ -158,8 +180,26 @@ def test_autoguide_steers_with_a_weaker_model_and_refuses_other_kinds(tiny_guide
 
 def test_sample_guide_flag_autoguides_and_a_wrong_guide_is_one_sentence(tmp_path, capsys):
     npz = tmp_path / "a.npz"
-    assert main(["sample", "ddpm-cond", "--guide", "ddpm-cond", "--n", "2", "--steps", "2", "--guidance", "3",
-                 "--npz", str(npz), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "ddpm-cond",
+                "--guide",
+                "ddpm-cond",
+                "--n",
+                "2",
+                "--steps",
+                "2",
+                "--guidance",
+                "3",
+                "--npz",
+                str(npz),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     # the model guiding itself is no guidance: the plain conditional digits
     plain = load("ddpm-cond").sample(2, steps=2, guidance=1.0)
     assert np.array_equal(np.load(npz)["images"], plain.images)

@@ -42,8 +42,10 @@ def test_an_avx2_cpu_has_no_bf16_units_and_auto_keeps_fp32(fresh):
     assert isinstance(precision.autocast(torch.device("cpu"), "auto"), type(precision.contextlib.nullcontext()))
 
 
-@pytest.mark.parametrize("flags, capability", [({"amx_bf16", "amx_tile", "avx512f"}, "AVX512"),
-                                               ({"avx512_bf16", "avx512f"}, "AVX512"), (set(), "AMX")])
+@pytest.mark.parametrize(
+    "flags, capability",
+    [({"amx_bf16", "amx_tile", "avx512f"}, "AVX512"), ({"avx512_bf16", "avx512f"}, "AVX512"), (set(), "AMX")],
+)
 def test_amx_or_avx512_bf16_units_are_found(flags, capability):
     units, found = cpu.bf16_units(flags=flags, capability=capability)
     assert units and ("AMX" in found or "AVX-512-BF16" in found)
@@ -91,8 +93,9 @@ def test_explicit_choices_and_bad_values(fresh):
 
 def test_the_probe_is_measured_once_and_cached(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(cpu, "conv_gflops", lambda dtype, **k: calls.append(dtype) or
-                        (1200.0 if dtype == torch.bfloat16 else 100.0))
+    monkeypatch.setattr(
+        cpu, "conv_gflops", lambda dtype, **k: calls.append(dtype) or (1200.0 if dtype == torch.bfloat16 else 100.0)
+    )
     cache = tmp_path / "probe.json"
     assert cpu.probe_bf16_speedup(cache) == (100.0, 1200.0)
     assert cpu.probe_bf16_speedup(cache) == (100.0, 1200.0)
@@ -201,8 +204,9 @@ def test_group_norm_bf16_paths_train(side):
 
 # ---- sampling -----------------------------------------------------------------------------------------------
 def test_bf16_and_fp32_samples_of_a_tiny_model_agree_on_the_same_seeds(tiny_guided_pipeline):
-    fp32, bf16 = (tiny_guided_pipeline(p, channels=(8, 16, 16), mid_attention=True, channels_last=True)
-                  for p in ("fp32", "bf16"))
+    fp32, bf16 = (
+        tiny_guided_pipeline(p, channels=(8, 16, 16), mid_attention=True, channels_last=True) for p in ("fp32", "bf16")
+    )
     assert bf16.net.stem.weight.dtype == torch.bfloat16 and fp32.net.stem.weight.dtype == torch.float32
     a, b = (p.sample(6, steps=4, seed=2, labels="0-5") for p in (fp32, bf16))
     assert b.samples.dtype == torch.float32 and b.settings["precision"] == "bf16"
@@ -213,8 +217,9 @@ def test_bf16_and_fp32_samples_of_a_tiny_model_agree_on_the_same_seeds(tiny_guid
 
 
 def test_a_bf16_pipeline_saves_its_fp32_weights(tmp_path, tiny_guided_pipeline):
-    fp32, bf16 = (tiny_guided_pipeline(p, channels=(8, 16, 16), mid_attention=True, channels_last=True)
-                  for p in ("fp32", "bf16"))
+    fp32, bf16 = (
+        tiny_guided_pipeline(p, channels=(8, 16, 16), mid_attention=True, channels_last=True) for p in ("fp32", "bf16")
+    )
     again = load(bf16.save(tmp_path / "copy"), precision="fp32")
     for key, value in fp32.net.state_dict().items():
         assert torch.equal(value, again.net.state_dict()[key]), key
@@ -244,9 +249,15 @@ def test_a_bf16_latent_pipeline_decodes_in_bf16_and_returns_fp32():
 def test_training_under_bf16_autocast_keeps_fp32_weights_and_says_why(tmp_path):
     import mnist_diffusion
 
-    run = mnist_diffusion.train("ddpm-cond", out=tmp_path / "run", progress=False, samples=False,
-                                data={"limit": 64}, model={"channels": [8, 16, 16], "embed_dim": 16, "groups": 4},
-                                train={"batch_size": 32, "max_steps": 2, "threads": 1, "precision": "bf16"})
+    run = mnist_diffusion.train(
+        "ddpm-cond",
+        out=tmp_path / "run",
+        progress=False,
+        samples=False,
+        data={"limit": 64},
+        model={"channels": [8, 16, 16], "embed_dim": 16, "groups": 4},
+        train={"batch_size": 32, "max_steps": 2, "threads": 1, "precision": "bf16"},
+    )
     start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert start["precision"] == "bf16" and start["precision_reason"].startswith("asked for")
     # what else sets its speed: the threads it ran on and how OpenMP's idle threads waited
@@ -256,8 +267,15 @@ def test_training_under_bf16_autocast_keeps_fp32_weights_and_says_why(tmp_path):
 
 
 # ---- the command line and old configs ------------------------------------------------------------------------
-@pytest.mark.parametrize("command", ["sample --precision fp16", "evaluate ddpm-cond --precision half",
-                                     "serve --precision 16", "train --precision bfloat16"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sample --precision fp16",
+        "evaluate ddpm-cond --precision half",
+        "serve --precision 16",
+        "train --precision bfloat16",
+    ],
+)
 def test_bad_precision_is_one_line_and_exit_2(command, capsys):
     assert main(command.split()) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -273,4 +291,3 @@ def test_precision_applies_to_models_only_in_evaluate(tmp_path, capsys):
 
 def test_the_packaged_files_written_with_bf16_load():
     assert load("ddpm-cond", precision="fp32").config.train.precision == "auto"
-

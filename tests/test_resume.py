@@ -8,8 +8,17 @@ from mnist_diffusion.config import apply_overrides
 from mnist_diffusion.recipes import get_recipe
 from mnist_diffusion.training.loop import TrainingError, make_trainer
 
-TINY = ["data.limit=192", "train.batch_size=32", "train.epochs=2", "train.checkpoint_every=4", "train.warmup_steps=3",
-        "model.channels=[8,16,16]", "model.embed_dim=16", "model.groups=4", "train.log_every=2"]
+TINY = [
+    "data.limit=192",
+    "train.batch_size=32",
+    "train.epochs=2",
+    "train.checkpoint_every=4",
+    "train.warmup_steps=3",
+    "model.channels=[8,16,16]",
+    "model.embed_dim=16",
+    "model.groups=4",
+    "train.log_every=2",
+]
 
 
 def tiny(recipe="ddpm-cond"):

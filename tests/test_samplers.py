@@ -84,7 +84,7 @@ def test_deterministic_samplers_converge_to_the_exact_flow_at_their_order(name, 
         exact = MU + S * (x_T - math.sqrt(ab) * MU) / math.sqrt(ab * S**2 + 1 - ab)
         errors.append((SAMPLERS[name].function(den, x_T, grid) - exact).abs().max().item())
     ratios = [errors[0] / errors[1], errors[1] / errors[2]]  # about 2^order when the step halves
-    assert all(2 ** order * 0.8 < r < 2 ** order * 1.4 for r in ratios), (errors, ratios)
+    assert all(2**order * 0.8 < r < 2**order * 1.4 for r in ratios), (errors, ratios)
     assert errors[-1] < (0.06 if order == 1 else 0.005)
 
 
@@ -226,8 +226,9 @@ def test_a_callback_that_returns_x_t_unchanged_changes_nothing_and_a_replacement
     x_T, _ = _noise(n=200, dtype=torch.float64)
     grid = timestep_grid(1000, 10, "trailing")
     plain = SAMPLERS[name].function(den, x_T, grid, generator=torch.Generator().manual_seed(0))
-    same = SAMPLERS[name].function(den, x_T, grid, generator=torch.Generator().manual_seed(0),
-                                   callback=lambda step: step["x_t"].clone())
+    same = SAMPLERS[name].function(
+        den, x_T, grid, generator=torch.Generator().manual_seed(0), callback=lambda step: step["x_t"].clone()
+    )
     torch.testing.assert_close(same, plain, rtol=1e-12, atol=1e-12)
 
     # Replacement (Song et al. 2021): at every step put x_t back on the noised path of the known value 0.9

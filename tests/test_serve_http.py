@@ -90,8 +90,11 @@ def _send(url: str, path: str, body: dict) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=30)
     data = json.dumps(body).encode()
-    s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-              f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    s.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
     return s
 
 
@@ -126,8 +129,9 @@ def test_twenty_abandoned_streams_are_cancelled_and_the_page_keeps_answering(ser
     streams = []
     try:
         for seed in range(20):  # each seconds of Heun steps, queued one after another
-            streams.append(_send(url, "/api/generate",
-                                 {"model": model, "digit": 3, "steps": 200, "sampler": "heun", "seed": seed}))
+            streams.append(
+                _send(url, "/api/generate", {"model": model, "digit": 3, "steps": 200, "sampler": "heun", "seed": seed})
+            )
             assert streams[-1].recv(64).startswith(b"HTTP/1.1 200")
         assert work.active == 20 and _until(lambda: work.running is not None, 30)
         seconds = [_page_seconds(url) for _ in range(3)]
@@ -160,8 +164,7 @@ def test_a_request_past_its_time_budget_stops_with_a_sentence(run_dir, one_threa
     with running(app) as url:
         grid = httpx.post(url + "/api/grid", json={"model": run_dir, "n": 400, "steps": 20}, timeout=60)
         assert grid.status_code == 503 and "time budget of 0.2 s" in grid.json()["error"]
-        stream = httpx.post(url + "/api/generate", json={"model": run_dir, "steps": 200, "sampler": "heun"},
-                            timeout=60)
+        stream = httpx.post(url + "/api/generate", json={"model": run_dir, "steps": 200, "sampler": "heun"}, timeout=60)
         assert "time budget" in json.loads(stream.text.splitlines()[-1])["error"]
 
 
@@ -189,16 +192,21 @@ def test_other_sites_and_other_hosts_are_refused_before_any_work(served):
     assert app.state.models.loaded == {}  # not even the model was loaded
     for host in (f"localhost:{port}", f"[::1]:{port}", f"127.0.0.1:{port}"):
         assert httpx.get(url + "/", headers={"host": host}, timeout=30).status_code == 200
-    same_site = httpx.post(url + "/api/grid", content=body, timeout=60,
-                           headers={"content-type": "application/json; charset=utf-8", "origin": url})
+    same_site = httpx.post(
+        url + "/api/grid",
+        content=body,
+        timeout=60,
+        headers={"content-type": "application/json; charset=utf-8", "origin": url},
+    )
     assert same_site.status_code == 200 and same_site.headers["content-type"] == "image/png"
 
 
 def test_a_body_that_is_not_a_json_object_is_refused(served):
     url, _, _ = served
     for content in (b"model=x", b"[1, 2]", b"\xff\xfe", b"[" * 30_000 + b"]" * 30_000, b""):
-        response = httpx.post(url + "/api/generate", content=content, timeout=30,
-                              headers={"content-type": "application/json"})
+        response = httpx.post(
+            url + "/api/generate", content=content, timeout=30, headers={"content-type": "application/json"}
+        )
         assert response.status_code == 400 and response.json() == {"error": "the request must be a JSON object."}
 
 
@@ -232,14 +240,17 @@ def test_a_huge_body_is_refused_before_it_is_sent(served):
     assert app.state.work.active == 0 and _page_seconds(url) < 1
 
 
-@pytest.mark.parametrize(("change", "error"), [
-    ({"seed": MAX_SEED + 1}, f"seed must be a whole number from 0 to {MAX_SEED}"),
-    ({"seed": True}, "seed must be a whole number"),
-    ({"n": True}, "n must be a whole number from 1 to 400"),
-    ({"guidance": 1e308}, "guidance must be a number from 0 to 20"),
-    ({"steps": 200, "n": 400}, "this request asks for 160,000 network evaluations (400 digits x 400 each"),
-    ({"model": "x" * 60_000}, "unknown model 'xxxxxxxx"),
-])
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"seed": MAX_SEED + 1}, f"seed must be a whole number from 0 to {MAX_SEED}"),
+        ({"seed": True}, "seed must be a whole number"),
+        ({"n": True}, "n must be a whole number from 1 to 400"),
+        ({"guidance": 1e308}, "guidance must be a number from 0 to 20"),
+        ({"steps": 200, "n": 400}, "this request asks for 160,000 network evaluations (400 digits x 400 each"),
+        ({"model": "x" * 60_000}, "unknown model 'xxxxxxxx"),
+    ],
+)
 def test_bad_values_are_one_sentence_and_short(served, change, error):
     url, _, model = served
     response = httpx.post(url + "/api/grid", json={"model": model, "n": 4, "steps": 2, **change}, timeout=30)
@@ -265,8 +276,9 @@ def test_model_names_reach_the_page_as_text(served):
     if not Path(chromium).is_file():
         pytest.skip(f"no Chromium at {chromium} (apt-get install chromium, or set $CHROMIUM)")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
         page = browser.new_page()
         page.goto(url)
         page.wait_for_selector("body[data-state=ready]", timeout=60_000)
@@ -276,8 +288,10 @@ def test_model_names_reach_the_page_as_text(served):
         browser.close()
 
 
-@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("192.168.1.5", True), ("127.0.0.1", False),
-                                              ("localhost", False), ("::1", False)])
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [("0.0.0.0", True), ("192.168.1.5", True), ("127.0.0.1", False), ("localhost", False), ("::1", False)],
+)
 def test_listening_beyond_this_machine_is_named_in_a_warning(monkeypatch, capsys, host, warned):
     import mnist_diffusion.serve as serve_module
     from mnist_diffusion.cli import main
@@ -287,18 +301,31 @@ def test_listening_beyond_this_machine_is_named_in_a_warning(monkeypatch, capsys
     assert main(["serve", "--host", host, "--port", "8123"]) == 0
     err = capsys.readouterr().err
     assert calls and calls[0][1] == host
-    assert (f"warning: --host {host} lets every machine that can reach this one on port 8123 use the page" in err) \
-        == warned
+    assert (
+        f"warning: --host {host} lets every machine that can reach this one on port 8123 use the page" in err
+    ) == warned
 
 
-@pytest.mark.parametrize(("bind", "host", "allowed"), [
-    ("127.0.0.1", "127.0.0.1:8000", True), ("127.0.0.1", "[::1]:8000", True), ("127.0.0.1", "LOCALHOST:8000", True),
-    ("127.0.0.1", "192.168.1.5:8000", False), ("127.0.0.1", "evil.example:8000", False),
-    ("127.0.0.1", "127.0.0.1:8001", False), ("127.0.0.1", "127.0.0.1", False), ("127.0.0.1", "", False),
-    ("127.0.0.1", "127.0.0.1:80x", False), ("127.0.0.1", "[::1", False),
-    ("192.168.1.5", "192.168.1.5:8000", True), ("192.168.1.5", "10.0.0.2:8000", False),
-    ("0.0.0.0", "10.0.0.2:8000", True), ("0.0.0.0", "[fe80::1]:8000", True), ("0.0.0.0", "evil.example:8000", False),
-])
+@pytest.mark.parametrize(
+    ("bind", "host", "allowed"),
+    [
+        ("127.0.0.1", "127.0.0.1:8000", True),
+        ("127.0.0.1", "[::1]:8000", True),
+        ("127.0.0.1", "LOCALHOST:8000", True),
+        ("127.0.0.1", "192.168.1.5:8000", False),
+        ("127.0.0.1", "evil.example:8000", False),
+        ("127.0.0.1", "127.0.0.1:8001", False),
+        ("127.0.0.1", "127.0.0.1", False),
+        ("127.0.0.1", "", False),
+        ("127.0.0.1", "127.0.0.1:80x", False),
+        ("127.0.0.1", "[::1", False),
+        ("192.168.1.5", "192.168.1.5:8000", True),
+        ("192.168.1.5", "10.0.0.2:8000", False),
+        ("0.0.0.0", "10.0.0.2:8000", True),
+        ("0.0.0.0", "[fe80::1]:8000", True),
+        ("0.0.0.0", "evil.example:8000", False),
+    ],
+)
 def test_the_hosts_a_request_may_name(bind, host, allowed):
     from mnist_diffusion.serve.guard import Hosts, split_host
 

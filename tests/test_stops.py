@@ -22,8 +22,16 @@ from mnist_diffusion.recipes import get_recipe
 from mnist_diffusion.training import run_lock
 from mnist_diffusion.training.loop import RunInterrupted, TrainingError, make_trainer
 
-TINY = ["data.limit=192", "train.batch_size=32", "train.checkpoint_every=4", "train.warmup_steps=3",
-        "model.channels=[8,16,16]", "model.embed_dim=16", "model.groups=4", "train.log_every=2"]
+TINY = [
+    "data.limit=192",
+    "train.batch_size=32",
+    "train.checkpoint_every=4",
+    "train.warmup_steps=3",
+    "model.channels=[8,16,16]",
+    "model.embed_dim=16",
+    "model.groups=4",
+    "train.log_every=2",
+]
 
 
 def state(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -65,9 +73,25 @@ def test_a_signal_stops_after_the_step_and_resume_is_exact(tmp_path, signum):
 
 def _train_cli(out: Path, *extra: str) -> subprocess.Popen:
     sets = [a for s in TINY + ["train.threads=1"] for a in ("--set", s)]
-    return subprocess.Popen([sys.executable, "-m", "mnist_diffusion", "train", "--recipe", "ddpm-cond",
-                             "--out", str(out), "--no-progress", "--no-samples", *sets, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_diffusion",
+            "train",
+            "--recipe",
+            "ddpm-cond",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--no-samples",
+            *sets,
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -95,8 +119,12 @@ def test_sigint_sigterm_and_kill_9_at_random_points_then_resume(tmp_path):
         assert proc.returncode == code, err
         if signum != signal.SIGKILL:
             assert "continue with: mnist-diffusion train --resume" in err, err
-        resume = subprocess.run([sys.executable, "-m", "mnist_diffusion", "train", "--resume", str(run),
-                                 "--no-progress", "--no-samples"], capture_output=True, text=True, timeout=300)
+        resume = subprocess.run(
+            [sys.executable, "-m", "mnist_diffusion", "train", "--resume", str(run), "--no-progress", "--no-samples"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert resume.returncode == 0, resume.stderr
         assert straight.wait(timeout=300) == 0, straight.stderr.read()
         assert_same_state(tmp_path / "straight", run)
@@ -111,8 +139,14 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path, capsys):
     first = _train_cli(run, "--max-steps", "100000")
     try:
         _wait_for(run / run_lock.LOCK_FILE, first)
-        assert main(["train", "--resume", str(run)] if (run / ckpt.STATE_FILE).exists()
-                    else ["train", "--recipe", "seed", "--out", str(run)]) == 2
+        assert (
+            main(
+                ["train", "--resume", str(run)]
+                if (run / ckpt.STATE_FILE).exists()
+                else ["train", "--recipe", "seed", "--out", str(run)]
+            )
+            == 2
+        )
         err = capsys.readouterr().err.strip()
         assert f"is in use by process {first.pid} on {socket.gethostname()}" in err and "\n" not in err, err
     finally:

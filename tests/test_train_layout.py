@@ -20,17 +20,20 @@ def _cfg(recipe="ddpm-cond", **train):
     return with_changes(get_recipe(recipe), train=train)
 
 
-@pytest.mark.parametrize("recipe, setting, precision, device, expected", [
-    ("ddpm-cond", "auto", "fp32", "cpu", True),   # oneDNN takes NHWC maps as they are; NCHW ones are re-laid
-    ("ldm-ae", "auto", "fp32", "cpu", True),
-    ("ddpm-cond", "auto", "bf16", "cpu", False),  # bf16 GroupNorm is slower on NHWC maps
-    ("seed", "auto", "bf16", "cpu", True),        # the BasicUNet has no GroupNorm
-    ("ddpm-cond", "auto", "fp32", "cuda", False), # not measured faster on a GPU
-    ("seed", "auto", "bf16", "cuda", False),
-    ("ddpm-cond", True, "bf16", "cpu", True),     # an explicit choice is kept, whatever the rest
-    ("seed", False, "fp32", "cpu", False),
-    ("ddpm-cond", True, "fp32", "cuda", True),
-])
+@pytest.mark.parametrize(
+    "recipe, setting, precision, device, expected",
+    [
+        ("ddpm-cond", "auto", "fp32", "cpu", True),  # oneDNN takes NHWC maps as they are; NCHW ones are re-laid
+        ("ldm-ae", "auto", "fp32", "cpu", True),
+        ("ddpm-cond", "auto", "bf16", "cpu", False),  # bf16 GroupNorm is slower on NHWC maps
+        ("seed", "auto", "bf16", "cpu", True),  # the BasicUNet has no GroupNorm
+        ("ddpm-cond", "auto", "fp32", "cuda", False),  # not measured faster on a GPU
+        ("seed", "auto", "bf16", "cuda", False),
+        ("ddpm-cond", True, "bf16", "cpu", True),  # an explicit choice is kept, whatever the rest
+        ("seed", False, "fp32", "cpu", False),
+        ("ddpm-cond", True, "fp32", "cuda", True),
+    ],
+)
 def test_auto_picks_channels_last_where_it_trains_faster(recipe, setting, precision, device, expected):
     choice = resolve_layout(_cfg(recipe, channels_last=setting, precision=precision), torch.device(device))
     assert choice.channels_last is expected
@@ -70,10 +73,20 @@ def test_a_bad_value_on_the_command_line_is_one_line_and_exit_2(tmp_path, capsys
 
 
 def _tiny(tmp_path, name, channels_last):
-    cfg = apply_overrides(get_recipe("ddpm-cond"), [
-        "data.limit=64", "model.channels=[8,16,16]", "model.embed_dim=16", "model.groups=4",
-        "train.batch_size=16", "train.max_steps=3", "train.threads=1", "train.precision=fp32",
-        f"train.channels_last={json.dumps(channels_last)}"])
+    cfg = apply_overrides(
+        get_recipe("ddpm-cond"),
+        [
+            "data.limit=64",
+            "model.channels=[8,16,16]",
+            "model.embed_dim=16",
+            "model.groups=4",
+            "train.batch_size=16",
+            "train.max_steps=3",
+            "train.threads=1",
+            "train.precision=fp32",
+            f"train.channels_last={json.dumps(channels_last)}",
+        ],
+    )
     return make_trainer(cfg, tmp_path / name)
 
 
@@ -103,7 +116,13 @@ def test_the_layout_changes_nothing_that_is_learned(tmp_path):
 
 
 def test_the_api_trains_in_the_layout_auto_picks(tmp_path):
-    run = mnist_diffusion.train("seed", out=tmp_path / "run", progress=False, samples=False,
-                                data={"limit": 64}, train={"batch_size": 32, "max_steps": 1, "threads": 1})
+    run = mnist_diffusion.train(
+        "seed",
+        out=tmp_path / "run",
+        progress=False,
+        samples=False,
+        data={"limit": 64},
+        train={"batch_size": 32, "max_steps": 1, "threads": 1},
+    )
     start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert start["channels_last"] is True and start["precision"] == "fp32"

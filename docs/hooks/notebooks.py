@@ -71,8 +71,10 @@ def on_files(files, config):
         source = f"`notebooks/{stem}.py`"
         if stem.endswith("_ko"):  # a translated edition: the English script's code, its own prose
             source = f"`notebooks/{stem.removesuffix('_ko')}.py` with the prose of `notebooks/{stem}.md`"
-        note = f"*This page is the notebook `notebooks/{path.name}`, executed ([download it]({path.name})); " \
-               f"its source is {source}.*\n\n"
+        note = (
+            f"*This page is the notebook `notebooks/{path.name}`, executed ([download it]({path.name})); "
+            f"its source is {source}.*\n\n"
+        )
         title, _, rest = page.partition("\n")
         files.append(File.generated(config, f"tutorials/{stem}.md", content=f"{title}\n\n{note}{rest}"))
         files.append(File.generated(config, f"tutorials/{path.name}", content=path.read_bytes()))

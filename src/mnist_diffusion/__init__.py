@@ -22,13 +22,13 @@ from mnist_diffusion.errors import UserError  # noqa: E402
 from mnist_diffusion.pipeline import Pipeline, SampleResult, load  # noqa: E402
 
 __all__ = [
-           "PACKAGED",
-           "Pipeline",
-           "SampleResult",
-           "UserError",
-           "__version__",
-           "evaluate",
-           "load",
-           "resolve_run",
-           "train",
+    "PACKAGED",
+    "Pipeline",
+    "SampleResult",
+    "UserError",
+    "__version__",
+    "evaluate",
+    "load",
+    "resolve_run",
+    "train",
 ]

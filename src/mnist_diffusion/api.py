@@ -48,8 +48,13 @@ def _changed(cfg: RunConfig, overrides: list[str], sections: dict[str, dict]) ->
     return cfg
 
 
-def resolve_run(recipe: str | RunConfig = "seed", out: str | Path | None = None, resume: str | Path | None = None,
-                overrides: list[str] | tuple[str, ...] = (), **sections: dict[str, Any]) -> tuple[RunConfig, Path]:
+def resolve_run(
+    recipe: str | RunConfig = "seed",
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **sections: dict[str, Any],
+) -> tuple[RunConfig, Path]:
     """The config and run directory `train` would use (nothing is written): a new run from a recipe name or a
     RunConfig, with `overrides` ('train.lr=2e-4' strings, as --set) and `sections` (train={'lr': 2e-4}) applied;
     or, with `resume`, the run in that directory, of which only epochs, max_steps, precision and threads may
@@ -64,8 +69,10 @@ def resolve_run(recipe: str | RunConfig = "seed", out: str | Path | None = None,
         changed = _changed(cfg, overrides, sections)
         keep = {s: {k: getattr(getattr(cfg, s), k) for k in keys} for s, keys in RESUMABLE_CHANGES.items()}
         if with_changes(changed, **keep) != cfg:
-            raise UserError("On resume only train.epochs and train.max_steps may change (and train.precision, "
-                            "train.threads and train.compile); start a new run for other settings.")
+            raise UserError(
+                "On resume only train.epochs and train.max_steps may change (and train.precision, "
+                "train.threads and train.compile); start a new run for other settings."
+            )
         return changed, run_dir
     cfg = _changed(recipe if isinstance(recipe, RunConfig) else get_recipe(recipe), overrides, sections)
     run_dir = Path(out) if out is not None else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -77,9 +84,16 @@ def resolve_run(recipe: str | RunConfig = "seed", out: str | Path | None = None,
     return cfg, run_dir
 
 
-def train(recipe: str | RunConfig = "seed", out: str | Path | None = None, *, resume: str | Path | None = None,
-          overrides: list[str] | tuple[str, ...] = (), progress: bool = True, samples: bool = True,
-          **sections: dict[str, Any]) -> Path:
+def train(
+    recipe: str | RunConfig = "seed",
+    out: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = True,
+    samples: bool = True,
+    **sections: dict[str, Any],
+) -> Path:
     """Train a recipe ('seed', 'ddpm', 'ddpm-cond', 'ldm-ae', 'ldm') or a RunConfig into a run directory.
 
     Overrides are typed and checked as `--set` is: `train("ddpm-cond", out="runs/c", train={"max_steps": 200},
@@ -105,23 +119,30 @@ def train(recipe: str | RunConfig = "seed", out: str | Path | None = None, *, re
             if resume is not None and trainer.progress.step >= trainer.total_steps():
                 shutdown()
                 if main:
-                    print(f"{run_dir} has already finished (step {trainer.progress.step} of {trainer.total_steps()}); "
-                          "raise train.epochs or train.max_steps to train it further.", file=sys.stderr)
+                    print(
+                        f"{run_dir} has already finished (step {trainer.progress.step} of {trainer.total_steps()}); "
+                        "raise train.epochs or train.max_steps to train it further.",
+                        file=sys.stderr,
+                    )
                 return run_dir
             if main and progress:
                 verb = "Resuming" if resume is not None else "Training"
                 numerics = resolve_precision(cfg.train.precision, trainer.device, "train")
                 layout = ", channels_last" if trainer.channels_last else ""
-                print(f"{verb} {cfg.recipe} in {run_dir} on {trainer.device} in {numerics}{layout} "
-                      f"(step {trainer.progress.step} of {trainer.total_steps()})", file=sys.stderr)
+                print(
+                    f"{verb} {cfg.recipe} in {run_dir} on {trainer.device} in {numerics}{layout} "
+                    f"(step {trainer.progress.step} of {trainer.total_steps()})",
+                    file=sys.stderr,
+                )
             try:
                 trainer.fit(progress_bar=progress)
             finally:
                 shutdown()
             if main and samples:
                 pipe = load(run_dir, trainer.device)
-                pipe.sample(100 if pipe.num_classes else 64).save(run_dir / "samples.png",
-                                                                  nrow=None if pipe.num_classes else 8)
+                pipe.sample(100 if pipe.num_classes else 64).save(
+                    run_dir / "samples.png", nrow=None if pipe.num_classes else 8
+                )
     except BaseException:
         if main and held and resume is None and not (run_dir / ckpt.STATE_FILE).exists():
             _remove_failed_start(run_dir, created)
@@ -138,11 +159,24 @@ def _remove_failed_start(run_dir: Path, created: bool) -> None:
             run_dir.rmdir()  # only if empty
 
 
-def evaluate(source: str | Path | Pipeline | np.ndarray | None = None, n: int | None = None, *, labels=None,
-             dataset: str | None = None, data_dir: str | None = None,
-             seed: int = 0, metrics: list[str] | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
-             baselines: bool = True, evaluator: str | None = None, progress: bool = False, precision: str = "auto",
-             compile: bool = False, **sampling: Any) -> dict:
+def evaluate(
+    source: str | Path | Pipeline | np.ndarray | None = None,
+    n: int | None = None,
+    *,
+    labels=None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    metrics: list[str] | None = None,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    baselines: bool = True,
+    evaluator: str | None = None,
+    progress: bool = False,
+    precision: str = "auto",
+    compile: bool = False,
+    **sampling: Any,
+) -> dict:
     """Score samples against real data with the packaged evaluator, beside baselines at the same N.
 
     source: a model (packaged name, run directory, checkpoint or Pipeline; n samples, default 10,000, are
@@ -175,8 +209,18 @@ def evaluate(source: str | Path | Pipeline | np.ndarray | None = None, n: int | 
             labels = baseline_labels(n, dataset, seed, data_dir).tolist()
         out = pipe.sample(n, labels=labels, seed=seed, progress=progress, **sampling)
         images, given, what = out.images, out.labels, f"{pipe.name} ({n} samples, seed {seed})"
-    report = evaluate_images(images, given, dataset=dataset, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
-                             with_baselines=baselines, metrics=metrics, evaluator_path=evaluator, data_dir=data_dir,
-                             seed=seed, source=what)
+    report = evaluate_images(
+        images,
+        given,
+        dataset=dataset,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        with_baselines=baselines,
+        metrics=metrics,
+        evaluator_path=evaluator,
+        data_dir=data_dir,
+        seed=seed,
+        source=what,
+    )
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report

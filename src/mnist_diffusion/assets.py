@@ -35,27 +35,62 @@ class Asset:
 PACKAGED: dict[str, Asset] = {
     a.name: a
     for a in (
-        Asset("ddpm-cond", "model", "ddpm-cond.safetensors",
-              "98f953e3da4945a4a3628e7824a8297576b4736f23f52f2b32134024f066a029",
-              "class-conditional pixel DDPM with classifier-free guidance (the default)", "ddpm-cond.md"),
-        Asset("ldm", "model", "ldm.safetensors",
-              "d3b5b9d21442a3deb45061278c8ac3437041e0a254d299fa4691527175bceba5",
-              "class-conditional latent diffusion in the ldm-ae autoencoder's 4x7x7 latents", "ldm.md"),
-        Asset("ddpm-cond-fast", "model", "ddpm-cond-fast.safetensors",
-              "0ea595a0dd282533513aa1afd49c42e29eb8d7eff0656af314fd177ce5a1f3eb",
-              "2-step student of ddpm-cond, guidance distilled in (one pass per step)", "ddpm-cond-fast.md"),
-        Asset("ldm-fast", "model", "ldm-fast.safetensors",
-              "06f5207589f1a41f78fc47369962d51e95150eb02e782786bcfb3cf9706c3983",
-              "4-step student of ldm, guidance distilled in (one pass per step)", "ldm-fast.md"),
-        Asset("ldm-ae", "autoencoder", "ldm-ae.safetensors",
-              "db9f94d239c4e43d4e24336a989848a06555c736ba5734588b78abed17e8d6b4",
-              "the KL autoencoder the ldm model runs inside", "ldm.md"),
-        Asset("evaluator-mnist", "evaluator", "evaluator-mnist.safetensors",
-              "7347027b45f484490db5957c04df528b44b652753cb6ab99e7967ec0cb88a407",
-              "MNIST classifier whose features every sample metric uses", "evaluator-mnist.md"),
-        Asset("evaluator-fashion-mnist", "evaluator", "evaluator-fashion-mnist.safetensors",
-              "6f9d50b72614f8f90fef10c33c0b48d40e6b0542be0d4537cc47c79bdc0226ad",
-              "Fashion-MNIST classifier for the same metrics", "evaluator-fashion-mnist.md"),
+        Asset(
+            "ddpm-cond",
+            "model",
+            "ddpm-cond.safetensors",
+            "98f953e3da4945a4a3628e7824a8297576b4736f23f52f2b32134024f066a029",
+            "class-conditional pixel DDPM with classifier-free guidance (the default)",
+            "ddpm-cond.md",
+        ),
+        Asset(
+            "ldm",
+            "model",
+            "ldm.safetensors",
+            "d3b5b9d21442a3deb45061278c8ac3437041e0a254d299fa4691527175bceba5",
+            "class-conditional latent diffusion in the ldm-ae autoencoder's 4x7x7 latents",
+            "ldm.md",
+        ),
+        Asset(
+            "ddpm-cond-fast",
+            "model",
+            "ddpm-cond-fast.safetensors",
+            "0ea595a0dd282533513aa1afd49c42e29eb8d7eff0656af314fd177ce5a1f3eb",
+            "2-step student of ddpm-cond, guidance distilled in (one pass per step)",
+            "ddpm-cond-fast.md",
+        ),
+        Asset(
+            "ldm-fast",
+            "model",
+            "ldm-fast.safetensors",
+            "06f5207589f1a41f78fc47369962d51e95150eb02e782786bcfb3cf9706c3983",
+            "4-step student of ldm, guidance distilled in (one pass per step)",
+            "ldm-fast.md",
+        ),
+        Asset(
+            "ldm-ae",
+            "autoencoder",
+            "ldm-ae.safetensors",
+            "db9f94d239c4e43d4e24336a989848a06555c736ba5734588b78abed17e8d6b4",
+            "the KL autoencoder the ldm model runs inside",
+            "ldm.md",
+        ),
+        Asset(
+            "evaluator-mnist",
+            "evaluator",
+            "evaluator-mnist.safetensors",
+            "7347027b45f484490db5957c04df528b44b652753cb6ab99e7967ec0cb88a407",
+            "MNIST classifier whose features every sample metric uses",
+            "evaluator-mnist.md",
+        ),
+        Asset(
+            "evaluator-fashion-mnist",
+            "evaluator",
+            "evaluator-fashion-mnist.safetensors",
+            "6f9d50b72614f8f90fef10c33c0b48d40e6b0542be0d4537cc47c79bdc0226ad",
+            "Fashion-MNIST classifier for the same metrics",
+            "evaluator-fashion-mnist.md",
+        ),
     )
 }
 DEFAULT_MODEL = "ddpm-cond"
@@ -102,5 +137,7 @@ def _verify(path: str, expected: str, mtime_ns: int) -> None:
     # Once per file and modification time per process: hashing a few MB costs milliseconds, but not every call.
     actual = sha256_file(path)
     if actual != expected:
-        raise UserError(f"{path} has sha256 {actual} but the package pins {expected}; the file was changed or "
-                        "replaced, so its results would not be the documented ones -- reinstall mnist-diffusion.")
+        raise UserError(
+            f"{path} has sha256 {actual} but the package pins {expected}; the file was changed or "
+            "replaced, so its results would not be the documented ones -- reinstall mnist-diffusion."
+        )

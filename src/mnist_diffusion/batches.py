@@ -51,8 +51,9 @@ def parse_labels(spec, num_classes: int) -> list[int] | None:
         out = [int(v) for v in values]
     bad = [c for c in out if not 0 <= c < num_classes]
     if bad or not out:
-        raise UserError(f"labels {spec!r} name class {bad[0] if bad else '(none)'}; classes run from 0 to "
-                        f"{num_classes - 1}.")
+        raise UserError(
+            f"labels {spec!r} name class {bad[0] if bad else '(none)'}; classes run from 0 to {num_classes - 1}."
+        )
     return out
 
 
@@ -85,14 +86,26 @@ class Batch:
     generator: torch.Generator
 
 
-def batches(n: int, batch_size: int, shape: tuple[int, ...], noise: str, seed: int, labels: np.ndarray | None,
-            device: torch.device) -> Iterator[Batch]:
+def batches(
+    n: int,
+    batch_size: int,
+    shape: tuple[int, ...],
+    noise: str,
+    seed: int,
+    labels: np.ndarray | None,
+    device: torch.device,
+) -> Iterator[Batch]:
     """The batches of an n-image call, in order."""
     for start in range(0, n, batch_size):
         size = min(batch_size, n - start)
-        lab = None if labels is None else torch.from_numpy(labels[start:start + size]).to(device)
-        yield Batch(start, size, initial_noise(size, shape, seed, noise, device, offset=start), lab,
-                    torch.Generator(device=device).manual_seed(seed * 7919 + start))
+        lab = None if labels is None else torch.from_numpy(labels[start : start + size]).to(device)
+        yield Batch(
+            start,
+            size,
+            initial_noise(size, shape, seed, noise, device, offset=start),
+            lab,
+            torch.Generator(device=device).manual_seed(seed * 7919 + start),
+        )
 
 
 def progress_bar(n: int, batch_size: int, steps_per_batch: int, show: bool, desc: str) -> tqdm:

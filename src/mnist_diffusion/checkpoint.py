@@ -41,7 +41,9 @@ def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
 
-def save_model(path: Path, cfg: RunConfig, weights: dict[str, torch.Tensor], extra: dict[str, Any] | None = None) -> None:
+def save_model(
+    path: Path, cfg: RunConfig, weights: dict[str, torch.Tensor], extra: dict[str, Any] | None = None
+) -> None:
     """Write sampling weights with their config (atomically)."""
     atomic_write(path, lambda tmp: save_file(_contiguous(weights), tmp, metadata=_metadata(cfg, "model", extra)))
 
@@ -89,8 +91,10 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", expect_kind:
         )
     kind = meta.get("kind", "model")
     if kind not in ("model", "training-state"):
-        raise CheckpointError(f"{path} says it holds a {kind!r} checkpoint; this tool writes 'model' and "
-                              "'training-state' checkpoints only.")
+        raise CheckpointError(
+            f"{path} says it holds a {kind!r} checkpoint; this tool writes 'model' and "
+            "'training-state' checkpoints only."
+        )
     if expect_kind and kind != expect_kind:
         raise CheckpointError(f"{path} holds a {kind} checkpoint, but a {expect_kind} checkpoint is needed here.")
     try:
@@ -119,8 +123,9 @@ def resolve_model_path(path_or_name: str | Path | None) -> Path:
         raise CheckpointError(f"Run directory {p} holds no {MODEL_FILE} yet; train it first or give a checkpoint file.")
     if not p.exists():
         packaged = ", ".join(n for n in assets.PACKAGED if assets.PACKAGED[n].kind != "evaluator")
-        raise CheckpointError(f"{p} does not exist; give a run directory, a .safetensors checkpoint or a packaged "
-                              f"name ({packaged}).")
+        raise CheckpointError(
+            f"{p} does not exist; give a run directory, a .safetensors checkpoint or a packaged name ({packaged})."
+        )
     return p
 
 

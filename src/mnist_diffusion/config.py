@@ -240,8 +240,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None:
             raise ConfigError(f"{where} may not be null.")
         if all(typing.get_origin(o) is Literal or o is bool for o in options):  # e.g. "auto" | true | false
-            allowed = [json.dumps(a) if not isinstance(a, str) else a for o in options
-                       for a in (typing.get_args(o) if o is not bool else (True, False))]
+            allowed = [
+                json.dumps(a) if not isinstance(a, str) else a
+                for o in options
+                for a in (typing.get_args(o) if o is not bool else (True, False))
+            ]
             raise ConfigError(f"{where} is {value!r}; choose one of: {', '.join(allowed)}.")
         raise errors[0]
     if origin is Annotated:
@@ -316,9 +319,11 @@ def load_run_config(data: Any, source: str = "config") -> RunConfig:
         )
     for section, key, successor in RETIRED:
         if isinstance(data.get(section), dict) and key in data[section]:
-            raise ConfigError(f"{source} was written by a development version of mnist-diffusion 0.1.0 (its "
-                              f"{section}.{key} is now {successor}), which this version no longer reads; retrain, "
-                              "or use the version that wrote it.")
+            raise ConfigError(
+                f"{source} was written by a development version of mnist-diffusion 0.1.0 (its "
+                f"{section}.{key} is now {successor}), which this version no longer reads; retrain, "
+                "or use the version that wrote it."
+            )
     try:
         cfg = from_dict(RunConfig, data, "config")
         validate(cfg)
@@ -377,8 +382,10 @@ def check_guidance_interval(sample: SampleConfig) -> None:
     samplers fit which model, and what they take, is the sampler registry's to check: `samplers.check_settings`.)"""
     interval = sample.guidance_interval
     if interval is not None and (len(interval) != 2 or interval[0] >= interval[1]):
-        raise ConfigError("the guidance interval must be two noise levels LOW,HIGH with LOW < HIGH, got "
-                          f"{','.join(f'{v:g}' for v in interval)}.")
+        raise ConfigError(
+            "the guidance interval must be two noise levels LOW,HIGH with LOW < HIGH, got "
+            f"{','.join(f'{v:g}' for v in interval)}."
+        )
 
 
 def validate(cfg: RunConfig) -> None:
@@ -387,28 +394,39 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("model.channels must list at least one width.")
     pairs = {"basic_unet": ("tutorial",), "unet": ("ddpm", "flow"), "autoencoder": ("autoencoder",)}
     if cfg.diffusion.kind not in pairs[cfg.model.kind]:
-        raise ConfigError(f"model.kind {cfg.model.kind} goes with diffusion.kind "
-                          f"{' or '.join(pairs[cfg.model.kind])}, not {cfg.diffusion.kind}.")
+        raise ConfigError(
+            f"model.kind {cfg.model.kind} goes with diffusion.kind "
+            f"{' or '.join(pairs[cfg.model.kind])}, not {cfg.diffusion.kind}."
+        )
     flow, prediction = cfg.diffusion.kind == "flow", cfg.diffusion.prediction
     if flow and prediction not in ("velocity", "x0", "eps"):
-        raise ConfigError(f"diffusion.prediction {prediction} is a VP-path parametrisation; a flow model predicts "
-                          "velocity (or x0 or eps).")
+        raise ConfigError(
+            f"diffusion.prediction {prediction} is a VP-path parametrisation; a flow model predicts "
+            "velocity (or x0 or eps)."
+        )
     if not flow and prediction == "velocity":
-        raise ConfigError(f"diffusion.prediction velocity is flow matching's; set diffusion.kind=flow, or predict "
-                          f"eps, x0 or v for a {cfg.diffusion.kind} model.")
+        raise ConfigError(
+            f"diffusion.prediction velocity is flow matching's; set diffusion.kind=flow, or predict "
+            f"eps, x0 or v for a {cfg.diffusion.kind} model."
+        )
     if flow and cfg.diffusion.loss_weighting != "uniform":
-        raise ConfigError("diffusion.loss_weighting min_snr weights DDPM timesteps; a flow model trains with "
-                          "uniform weighting (choose its times with diffusion.time_sampling).")
+        raise ConfigError(
+            "diffusion.loss_weighting min_snr weights DDPM timesteps; a flow model trains with "
+            "uniform weighting (choose its times with diffusion.time_sampling)."
+        )
     check_guidance_interval(cfg.sample)
     if cfg.distill is not None:
         d = cfg.distill
         if d.guidance_min > d.guidance_max:
-            raise ConfigError(f"distill.guidance_min ({d.guidance_min:g}) must not exceed distill.guidance_max "
-                              f"({d.guidance_max:g}).")
+            raise ConfigError(
+                f"distill.guidance_min ({d.guidance_min:g}) must not exceed distill.guidance_max ({d.guidance_max:g})."
+            )
         if d.student_channels is not None and not d.student_channels:
             raise ConfigError("distill.student_channels must list at least one width, or be null for the teacher's.")
         if d.method == "trajectory" and d.teacher_steps % d.steps:
-            raise ConfigError(f"distill.teacher_steps ({d.teacher_steps}) must be a multiple of distill.steps "
-                              f"({d.steps}): each student step stands for the same number of teacher steps.")
+            raise ConfigError(
+                f"distill.teacher_steps ({d.teacher_steps}) must be a multiple of distill.steps "
+                f"({d.steps}): each student step stands for the same number of teacher steps."
+            )
     if cfg.latent is not None and len(cfg.latent.shape) != 3:
         raise ConfigError(f"latent.shape must be [channels, height, width], got {list(cfg.latent.shape)}.")

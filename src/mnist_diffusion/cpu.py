@@ -78,11 +78,17 @@ def bf16_units(flags: set[str] | frozenset[str] | None = None, capability: str |
     flags = cpu_flags() if flags is None else frozenset(flags)
     capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
     found = []
-    if ("amx_bf16" in flags or "AMX" in capability.upper()
-            or (not mocked and _torch_cpu_check("_is_amx_tile_supported"))):
+    if (
+        "amx_bf16" in flags
+        or "AMX" in capability.upper()
+        or (not mocked and _torch_cpu_check("_is_amx_tile_supported"))
+    ):
         found.append("AMX-BF16")
-    if ("avx512_bf16" in flags or "AVX512_BF16" in capability.upper()
-            or (not mocked and _torch_cpu_check("_is_avx512_bf16_supported"))):
+    if (
+        "avx512_bf16" in flags
+        or "AVX512_BF16" in capability.upper()
+        or (not mocked and _torch_cpu_check("_is_avx512_bf16_supported"))
+    ):
         found.append("AVX-512-BF16")
     if "bf16" in flags and platform.machine().lower() in ("aarch64", "arm64"):
         found.append("Arm BF16")
@@ -106,8 +112,9 @@ def _gflops(run, flops: float, repeats: int, max_seconds: float, warmup: int, su
     return flops / summary(times) / 1e9
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = PROBE_SIZE, repeats: int = 5, max_seconds: float = 2.0,
-                  summary=min, warmup: int = 3) -> float:
+def matmul_gflops(
+    dtype: torch.dtype, n: int = PROBE_SIZE, repeats: int = 5, max_seconds: float = 2.0, summary=min, warmup: int = 3
+) -> float:
     """GFLOP/s of `torch.mm` on two (n, n) matrices of `dtype` (2 n^3 FLOPs each) at the `summary` (best, by
     default) of up to `repeats` timed products after `warmup` untimed ones, within about `max_seconds`."""
     g = torch.Generator().manual_seed(0)
@@ -117,8 +124,14 @@ def matmul_gflops(dtype: torch.dtype, n: int = PROBE_SIZE, repeats: int = 5, max
 
 
 @torch.inference_mode()
-def conv_gflops(dtype: torch.dtype, shape: tuple[int, int, int] = PROBE_CONV, repeats: int = 5,
-                max_seconds: float = 2.0, summary=min, warmup: int = 3) -> float:
+def conv_gflops(
+    dtype: torch.dtype,
+    shape: tuple[int, int, int] = PROBE_CONV,
+    repeats: int = 5,
+    max_seconds: float = 2.0,
+    summary=min,
+    warmup: int = 3,
+) -> float:
     """GFLOP/s of a 3x3 conv (C -> C, padding 1, with bias) on a channels_last (B, C, S, S) map of `dtype`, where
     `shape` = (B, C, S): 2 * B * S^2 * C^2 * 9 FLOPs a call, timed as `matmul_gflops` times its products.
 
@@ -131,8 +144,14 @@ def conv_gflops(dtype: torch.dtype, shape: tuple[int, int, int] = PROBE_CONV, re
     weight = ((torch.rand(c, c, 3, 3, generator=g) * 2 - 1) * bound).to(dtype)
     weight = weight.contiguous(memory_format=torch.channels_last)
     bias = ((torch.rand(c, generator=g) * 2 - 1) * bound).to(dtype)
-    return _gflops(lambda: F.conv2d(x, weight, bias, padding=1), 2 * b * side * side * c * c * 9, repeats,
-                   max_seconds, warmup, summary)
+    return _gflops(
+        lambda: F.conv2d(x, weight, bias, padding=1),
+        2 * b * side * side * c * c * 9,
+        repeats,
+        max_seconds,
+        warmup,
+        summary,
+    )
 
 
 def _probe_key() -> str:
@@ -150,8 +169,11 @@ def probe_bf16_speedup(path: Path) -> tuple[float, float]:
         known = {}
     known = known if isinstance(known, dict) else {}
     entry = known.get(key)
-    if isinstance(entry, dict) and isinstance(entry.get("fp32"), (int, float)) and isinstance(entry.get("bf16"),
-                                                                                             (int, float)):
+    if (
+        isinstance(entry, dict)
+        and isinstance(entry.get("fp32"), (int, float))
+        and isinstance(entry.get("bf16"), (int, float))
+    ):
         return float(entry["fp32"]), float(entry["bf16"])
     fp32, bf16 = conv_gflops(torch.float32), conv_gflops(torch.bfloat16)
     known[key] = {"fp32": round(fp32, 2), "bf16": round(bf16, 2), "conv": list(PROBE_CONV)}

@@ -22,4 +22,3 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
         raise UserError(f"Unknown device {name!r}; choose auto, cpu, cuda or mps.")
     return torch.device(name)
-

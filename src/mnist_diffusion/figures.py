@@ -42,15 +42,22 @@ SEPARATOR = 70  # grey between the cells of a digit grid, so black backgrounds d
 
 
 # ---- captions and labelled grids ------------------------------------------------------------------------------
-def show_grid(ax, images: np.ndarray, row_labels=None, col_labels=None, title: str | None = None,
-              xlabel: str | None = None, ylabel: str | None = None) -> None:
+def show_grid(
+    ax,
+    images: np.ndarray,
+    row_labels=None,
+    col_labels=None,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> None:
     """uint8 digits (R, C, 28, 28) as one white-on-black grid on `ax`, a label at each row and column centre."""
     images = np.asarray(images)
     rows, cols, h, w = images.shape
     canvas = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2), SEPARATOR, np.uint8)
     for r in range(rows):
         for c in range(cols):
-            canvas[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + c * (w + 2):2 + c * (w + 2) + w] = images[r, c]
+            canvas[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + c * (w + 2) : 2 + c * (w + 2) + w] = images[r, c]
     ax.imshow(canvas, cmap=DIGITS, vmin=0, vmax=255, interpolation="nearest")
     ax.set_xticks([2 + c * (w + 2) + w / 2 - 0.5 for c in range(cols)] if col_labels is not None else [])
     ax.set_yticks([2 + r * (h + 2) + h / 2 - 0.5 for r in range(rows)] if row_labels is not None else [])
@@ -91,8 +98,17 @@ def write_png(fig, path: Path) -> Path:
     return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", optimize=True))
 
 
-def _digit_panel(images: np.ndarray, path: Path, row_labels, col_labels, title: str, text: str,
-                 xlabel: str | None = None, ylabel: str | None = None, cell: float = 0.62) -> Path:
+def _digit_panel(
+    images: np.ndarray,
+    path: Path,
+    row_labels,
+    col_labels,
+    title: str,
+    text: str,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    cell: float = 0.62,
+) -> Path:
     """One labelled digit grid as a whole figure."""
     rows, cols = images.shape[:2]
     fig, ax = plt.subplots(figsize=(cell * cols + 1.4, cell * rows + 1.6))
@@ -107,9 +123,15 @@ def corruption_figure(x: torch.Tensor, out: Path) -> Path:
     amount = torch.linspace(0, 1, x.shape[0])
     noised = corrupt(x, amount, generator=torch.Generator().manual_seed(0))
     images = np.stack([to_uint8(x, "unit"), to_uint8(noised, "unit")])
-    return _digit_panel(images, out, ["input", "corrupted"], [f"{a:.2f}" for a in amount.tolist()],
-                        "corrupt(x, amount): the amount rises left to right",
-                        "x (1 - amount) + amount * U[0, 1) noise; test digits, noise seed 0", xlabel="amount")
+    return _digit_panel(
+        images,
+        out,
+        ["input", "corrupted"],
+        [f"{a:.2f}" for a in amount.tolist()],
+        "corrupt(x, amount): the amount rises left to right",
+        "x (1 - amount) + amount * U[0, 1) noise; test digits, noise seed 0",
+        xlabel="amount",
+    )
 
 
 @torch.no_grad()
@@ -119,13 +141,26 @@ def one_shot_figure(model: Pipeline, x: torch.Tensor, out: Path) -> Path:
     noised = corrupt(x, amount, generator=torch.Generator().manual_seed(0))
     pred = runtime.wrap(model.net, model.precision)(noised.to(model.device)).float().cpu()
     images = np.stack([to_uint8(x, "unit"), to_uint8(noised, "unit"), to_uint8(pred, "unit")])
-    return _digit_panel(images, out, ["input", "corrupted", "prediction"], [f"{a:.2f}" for a in amount.tolist()],
-                        "One-shot denoising: one network call per image", f"model {model.name}; amount as "
-                        "column header; the prediction fails as the amount nears 1", xlabel="amount")
+    return _digit_panel(
+        images,
+        out,
+        ["input", "corrupted", "prediction"],
+        [f"{a:.2f}" for a in amount.tolist()],
+        "One-shot denoising: one network call per image",
+        f"model {model.name}; amount as column header; the prediction fails as the amount nears 1",
+        xlabel="amount",
+    )
 
 
-def steps_figure(model: Pipeline, out: Path, n: int = 8, steps: int | None = None, seed: int = 0,
-                 guidance: float | None = None, progress: bool = False) -> Path:
+def steps_figure(
+    model: Pipeline,
+    out: Path,
+    n: int = 8,
+    steps: int | None = None,
+    seed: int = 0,
+    guidance: float | None = None,
+    progress: bool = False,
+) -> Path:
     """Per sampler step (rows): the model input x_t (left) and the model's estimate of the clean image (right);
     a conditional model draws one image per digit 0-9."""
     n = 10 if model.num_classes else n
@@ -146,8 +181,10 @@ def trajectory_figure(trajectory: Trajectory, result: SampleResult, out: Path, m
         names = ("x (model input)", "model prediction")
     else:
         schedule = make_schedule(model.config.diffusion.schedule, model.config.diffusion.timesteps)
-        rows = [f"{i}: t={t:g}, sigma={float(schedule.sigma(torch.tensor(float(t)))):.2g}"
-                for i, (t, _, _) in enumerate(recorded)]
+        rows = [
+            f"{i}: t={t:g}, sigma={float(schedule.sigma(torch.tensor(float(t)))):.2g}"
+            for i, (t, _, _) in enumerate(recorded)
+        ]
         names = ("x_t (model input)", "x0 estimate")
     fig, axs = plt.subplots(1, 2, figsize=(2 * 0.5 * k + 3.2, 0.5 * len(recorded) + 1.4))
     show_grid(axs[0], np.stack([x_t for _, x_t, _ in recorded]), rows, headers, names[0], ylabel="step")
@@ -156,18 +193,33 @@ def trajectory_figure(trajectory: Trajectory, result: SampleResult, out: Path, m
 
 
 # ---- DDPM figures ------------------------------------------------------------------------------------------------
-def forward_process_images(schedule: NoiseSchedule, x0: torch.Tensor, ts, value_range: str = "signed",
-                           seed: int = 0) -> np.ndarray:
+def forward_process_images(
+    schedule: NoiseSchedule, x0: torch.Tensor, ts, value_range: str = "signed", seed: int = 0
+) -> np.ndarray:
     """x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I) for each image (rows) and t (columns),
     one noise draw per image shared by all t; uint8 (B, len(ts), 28, 28)."""
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    cols = [to_uint8(schedule.q_sample(x0, int(t), eps).clamp(-1, 1) if value_range == "signed"
-                     else schedule.q_sample(x0, int(t), eps), value_range) for t in ts]
+    cols = [
+        to_uint8(
+            schedule.q_sample(x0, int(t), eps).clamp(-1, 1)
+            if value_range == "signed"
+            else schedule.q_sample(x0, int(t), eps),
+            value_range,
+        )
+        for t in ts
+    ]
     return np.stack(cols, axis=1)
 
 
-def forward_process_figure(schedule: NoiseSchedule, images: np.ndarray, out: Path, ts=None,
-                           labels=None, value_range: str = "signed", name: str = "") -> Path:
+def forward_process_figure(
+    schedule: NoiseSchedule,
+    images: np.ndarray,
+    out: Path,
+    ts=None,
+    labels=None,
+    value_range: str = "signed",
+    name: str = "",
+) -> Path:
     """The forward process at several t: rows = test digits, columns = t with sqrt(alpha_bar_t) and SNR."""
     T = schedule.timesteps
     ts = ts if ts is not None else [0, T // 20, T // 10, T // 5, 3 * T // 10, T // 2, 7 * T // 10, T - 1]
@@ -175,10 +227,17 @@ def forward_process_figure(schedule: NoiseSchedule, images: np.ndarray, out: Pat
     grid_images = forward_process_images(schedule, x0, ts, value_range)
     headers = [f"t={t}\n{float(schedule.alpha_bar(int(t)).sqrt()):.2f}" for t in ts]
     rows = [f"digit {d}" for d in labels] if labels is not None else [f"#{i}" for i in range(len(images))]
-    return _digit_panel(grid_images, out, rows, headers, "Forward process q(x_t | x_0)",
-                        f"x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps; under each t: sqrt(alpha_bar_t); "
-                        f"{name + ' ' if name else ''}schedule, T = {T}, one eps per row", xlabel="timestep t",
-                        cell=0.75)
+    return _digit_panel(
+        grid_images,
+        out,
+        rows,
+        headers,
+        "Forward process q(x_t | x_0)",
+        f"x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps; under each t: sqrt(alpha_bar_t); "
+        f"{name + ' ' if name else ''}schedule, T = {T}, one eps per row",
+        xlabel="timestep t",
+        cell=0.75,
+    )
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -198,8 +257,7 @@ def loss_figure(rows: list[dict], out: Path, name: str = "", source: str = "metr
     quarters = [r["loss_by_quarter"] for r in rows if "loss_by_quarter" in r]
     fig, axs = plt.subplots(1, 2 if quarters else 1, figsize=(10 if quarters else 5.5, 3.6), squeeze=False)
     axs[0, 0].plot(steps, [r["loss"] for r in rows], "o-", ms=3, lw=1)
-    axs[0, 0].set(xlabel="training step", ylabel="loss (mean per logged point)",
-                  title="Training loss", yscale="log")
+    axs[0, 0].set(xlabel="training step", ylabel="loss (mean per logged point)", title="Training loss", yscale="log")
     if quarters:
         q = np.array(quarters)
         qsteps = [r["step"] for r in rows if "loss_by_quarter" in r]
@@ -209,8 +267,9 @@ def loss_figure(rows: list[dict], out: Path, name: str = "", source: str = "metr
         axs[0, 1].legend(fontsize=8)
     for ax in axs.flat:
         ax.grid(alpha=0.3)
-    return save_figure(fig, out, f"{name + ': ' if name else ''}{len(rows)} logged points, steps {steps[0]}-"
-                                 f"{steps[-1]}; from {source}")
+    return save_figure(
+        fig, out, f"{name + ': ' if name else ''}{len(rows)} logged points, steps {steps[0]}-{steps[-1]}; from {source}"
+    )
 
 
 def kid_figure(rows: list[dict], out: Path, name: str = "") -> Path | None:
@@ -231,8 +290,9 @@ def kid_figure(rows: list[dict], out: Path, name: str = "") -> Path | None:
         twin.plot(steps, np.array(accuracy) * 100, "s--", ms=4, lw=1, color="tab:green", label="label accuracy")
         twin.set_ylabel("label accuracy (%)", color="tab:green")
     n = rows[-1]["eval"].get("n", "?")
-    return save_figure(fig, out, f"{name + ': ' if name else ''}in-training check, {n} samples each, "
-                                 "against the MNIST test set")
+    return save_figure(
+        fig, out, f"{name + ': ' if name else ''}in-training check, {n} samples each, against the MNIST test set"
+    )
 
 
 def snr_figure(model: Pipeline, out: Path) -> Path:
@@ -242,25 +302,45 @@ def snr_figure(model: Pipeline, out: Path) -> Path:
     for name in ("linear", "cosine"):
         s = make_schedule(name, d.timesteps)
         ab = s.alphas_cumprod.double()
-        ax.plot(torch.log(ab / (1 - ab)).numpy(), label=name + (" (this model)" if name == d.schedule else ""),
-                lw=2 if name == d.schedule else 1)
+        ax.plot(
+            torch.log(ab / (1 - ab)).numpy(),
+            label=name + (" (this model)" if name == d.schedule else ""),
+            lw=2 if name == d.schedule else 1,
+        )
     ax.axhline(0, color="0.6", lw=0.8)
-    ax.set(xlabel="timestep t", ylabel="log SNR = log(alpha_bar / (1 - alpha_bar))",
-           title="Signal-to-noise ratio of the schedule")
+    ax.set(
+        xlabel="timestep t",
+        ylabel="log SNR = log(alpha_bar / (1 - alpha_bar))",
+        title="Signal-to-noise ratio of the schedule",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, out, f"model {model.name}, T = {d.timesteps}; above 0 signal dominates")
 
 
-def guidance_figure(model: Pipeline, out: Path, scales=(1.0, 1.5, 2.0, 3.0, 5.0), seed: int = 0,
-                    steps: int | None = None, progress: bool = False) -> Path:
+def guidance_figure(
+    model: Pipeline,
+    out: Path,
+    scales=(1.0, 1.5, 2.0, 3.0, 5.0),
+    seed: int = 0,
+    steps: int | None = None,
+    progress: bool = False,
+) -> Path:
     """Rows = digits 0-9, columns = guidance scales; the same starting noise in every column."""
     results = [model.sample(10, labels="0-9", guidance=w, seed=seed, steps=steps, progress=progress) for w in scales]
     images = np.stack([r.images for r in results], axis=1)
     text = caption(results[0].settings, guidance="guidance as headed")
-    return _digit_panel(images, out, [str(d) for d in range(10)], [f"w={w:g}" for w in scales],
-                        "Guidance sweep", text + "; the same noise in a row", xlabel="guidance scale w",
-                        ylabel="digit asked for", cell=0.75)
+    return _digit_panel(
+        images,
+        out,
+        [str(d) for d in range(10)],
+        [f"w={w:g}" for w in scales],
+        "Guidance sweep",
+        text + "; the same noise in a row",
+        xlabel="guidance scale w",
+        ylabel="digit asked for",
+        cell=0.75,
+    )
 
 
 # ---- latent figures ----------------------------------------------------------------------------------------------
@@ -276,10 +356,15 @@ def reconstruction_figure(ae, images: np.ndarray, out: Path, labels=None, name: 
     rec = reconstruct(ae, images)
     headers = [str(d) for d in labels] if labels is not None else [f"#{i}" for i in range(len(images))]
     shape = "x".join(str(s) for s in ae.latent_shape)
-    return _digit_panel(np.stack([images, rec]), out, ["test digit", "reconstruction"], headers,
-                        f"Autoencoder reconstructions (PSNR {reconstruction_psnr(images, rec):.1f} dB)",
-                        f"{name + ': ' if name else ''}28x28 pixels -> {shape} latent -> 28x28; posterior mean",
-                        xlabel="test digit's label")
+    return _digit_panel(
+        np.stack([images, rec]),
+        out,
+        ["test digit", "reconstruction"],
+        headers,
+        f"Autoencoder reconstructions (PSNR {reconstruction_psnr(images, rec):.1f} dB)",
+        f"{name + ': ' if name else ''}28x28 pixels -> {shape} latent -> 28x28; posterior mean",
+        xlabel="test digit's label",
+    )
 
 
 def latent_channels_figure(ae, images: np.ndarray, scale: float, out: Path, labels=None, name: str = "") -> Path:
@@ -300,8 +385,14 @@ def latent_channels_figure(ae, images: np.ndarray, scale: float, out: Path, labe
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=axs, shrink=0.6, label="latent value" + (" (scaled)" if scale != 1.0 else ""))
-    fig.text(0.01, 0.005, f"{name + ': ' if name else ''}each digit's {channels}x{z.shape[2]}x{z.shape[3]} latent, "
-             f"one 7x7 map per channel", fontsize=8, color="0.25")
+    fig.text(
+        0.01,
+        0.005,
+        f"{name + ': ' if name else ''}each digit's {channels}x{z.shape[2]}x{z.shape[3]} latent, "
+        f"one 7x7 map per channel",
+        fontsize=8,
+        color="0.25",
+    )
     return write_png(fig, out)
 
 
@@ -313,10 +404,16 @@ def interpolation_figure(ae, a: np.ndarray, b: np.ndarray, out: Path, n: int = 1
     w = torch.linspace(0, 1, n)[:, None, None, None]
     latent_rows = to_uint8(ae.decode((1 - w) * za + w * zb).float(), vr)
     pixel_rows = to_uint8((1 - w) * x[0] + w * x[1], vr)
-    return _digit_panel(np.stack([latent_rows, pixel_rows]), out, ["latent (decoded)", "pixels"],
-                        [f"{v:.2f}" for v in w.flatten().tolist()], "Interpolation from one digit to another",
-                        f"{name + ': ' if name else ''}(1 - lambda) a + lambda b, blended in the latent (top) or "
-                        "in pixels (bottom)", xlabel="lambda", cell=0.7)
+    return _digit_panel(
+        np.stack([latent_rows, pixel_rows]),
+        out,
+        ["latent (decoded)", "pixels"],
+        [f"{v:.2f}" for v in w.flatten().tolist()],
+        "Interpolation from one digit to another",
+        f"{name + ': ' if name else ''}(1 - lambda) a + lambda b, blended in the latent (top) or in pixels (bottom)",
+        xlabel="lambda",
+        cell=0.7,
+    )
 
 
 def autoencoder_figures(model: Pipeline, out_dir: Path) -> list[Path]:
@@ -325,12 +422,15 @@ def autoencoder_figures(model: Pipeline, out_dir: Path) -> list[Path]:
     images, labels = load_split(model.config.data.dataset, "test", model.config.data.data_dir)
     first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]  # one of each digit
     return [
-        reconstruction_figure(ae, images[first], out_dir / "autoencoder_reconstructions.png", list(range(10)),
-                              model.name),
-        latent_channels_figure(ae, images[first[:6]], scale, out_dir / "latent_channels.png", list(range(6)),
-                               model.name),
-        interpolation_figure(ae, images[first[1]], images[first[8]], out_dir / "latent_interpolation.png",
-                             name=model.name),
+        reconstruction_figure(
+            ae, images[first], out_dir / "autoencoder_reconstructions.png", list(range(10)), model.name
+        ),
+        latent_channels_figure(
+            ae, images[first[:6]], scale, out_dir / "latent_channels.png", list(range(6)), model.name
+        ),
+        interpolation_figure(
+            ae, images[first[1]], images[first[8]], out_dir / "latent_interpolation.png", name=model.name
+        ),
     ]
 
 
@@ -346,8 +446,9 @@ def default_out_dir(source: str | Path) -> Path:
     return Path(f"figures-{source}")
 
 
-def write_figures(source: str | Path, out_dir: Path | None = None, seed: int = 0, device: str = "cpu",
-                  progress: bool = False) -> list[Path]:
+def write_figures(
+    source: str | Path, out_dir: Path | None = None, seed: int = 0, device: str = "cpu", progress: bool = False
+) -> list[Path]:
     """Every figure that applies to a run directory, a model file or a packaged model (a name in
     `assets.PACKAGED`); returns the written paths. The loss and KID curves need a run's metrics.jsonl."""
     model = load(source, device)
@@ -366,11 +467,19 @@ def write_figures(source: str | Path, out_dir: Path | None = None, seed: int = 0
         written.extend(autoencoder_figures(model, out_dir))
     else:
         schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
-        written.append(forward_process_figure(schedule, images[first[:5]], out_dir / "forward_process.png",
-                                              labels=list(range(5)), value_range=model.value_range,
-                                              name=cfg.diffusion.schedule))
-        written.append(steps_figure(model, out_dir / "x0_prediction_per_step.png", steps=10, seed=seed,
-                                    progress=progress))
+        written.append(
+            forward_process_figure(
+                schedule,
+                images[first[:5]],
+                out_dir / "forward_process.png",
+                labels=list(range(5)),
+                value_range=model.value_range,
+                name=cfg.diffusion.schedule,
+            )
+        )
+        written.append(
+            steps_figure(model, out_dir / "x0_prediction_per_step.png", steps=10, seed=seed, progress=progress)
+        )
         written.append(snr_figure(model, out_dir / "snr.png"))
         if cfg.model.num_classes:
             written.append(guidance_figure(model, out_dir / "guidance_sweep.png", seed=seed, progress=progress))
@@ -378,8 +487,10 @@ def write_figures(source: str | Path, out_dir: Path | None = None, seed: int = 0
             written.extend(autoencoder_figures(model, out_dir))
     if Path(source).is_dir():
         rows = read_metrics(Path(source))
-        for path in (loss_figure(rows, out_dir / "loss.png", model.name),
-                     kid_figure(rows, out_dir / "training_kid.png", model.name)):
+        for path in (
+            loss_figure(rows, out_dir / "loss.png", model.name),
+            kid_figure(rows, out_dir / "training_kid.png", model.name),
+        ):
             if path:
                 written.append(path)
     return written

@@ -74,8 +74,9 @@ def check_writable(path: str | os.PathLike, what: str = "output", directory: boo
     path = Path(path)
     if path.exists() and path.is_dir() != directory:
         kind = "a folder" if path.is_dir() else "a file"
-        raise OutputError(f"Cannot write the {what} {path}: it is {kind}; give a {'folder' if directory else 'file'} "
-                          "path.")
+        raise OutputError(
+            f"Cannot write the {what} {path}: it is {kind}; give a {'folder' if directory else 'file'} path."
+        )
     base = path if directory and path.is_dir() else path.parent
     while not base.exists() and base != base.parent:
         base = base.parent
@@ -84,8 +85,9 @@ def check_writable(path: str | os.PathLike, what: str = "output", directory: boo
     try:
         fd, probe = tempfile.mkstemp(dir=base, prefix=".write-check.")
     except OSError as e:
-        raise OutputError(f"Cannot write the {what} {path}: {base} does not accept new files "
-                          f"({e.strerror or e}).") from None
+        raise OutputError(
+            f"Cannot write the {what} {path}: {base} does not accept new files ({e.strerror or e})."
+        ) from None
     os.close(fd)
     os.unlink(probe)
 

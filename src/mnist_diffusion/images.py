@@ -74,8 +74,9 @@ def text_size(text: str) -> tuple[int, int]:
     return right - left, bottom - top
 
 
-def label_margins(row_labels=None, col_labels=None, title: str | None = None,
-                  caption: str | None = None) -> tuple[int, int, int]:
+def label_margins(
+    row_labels=None, col_labels=None, title: str | None = None, caption: str | None = None
+) -> tuple[int, int, int]:
     """(left, top, bottom) margins in pixels that `labelled_grid` adds for these labels."""
     line = text_size("Ag0")[1] + 6
     left = max((text_size(str(r))[0] for r in row_labels), default=0) + 8 if row_labels else 0
@@ -88,8 +89,11 @@ def caption(settings: dict, guidance: str | None = None) -> str:
     (or the text `guidance`, for figures whose columns differ in it)."""
     if settings.get("reconstructions"):
         return f"model {settings.get('model', '?')} (autoencoder reconstructions)"
-    parts = [f"model {settings.get('model', '?')}", f"sampler {settings.get('sampler', '?')}",
-             f"{settings.get('steps', '?')} steps"]
+    parts = [
+        f"model {settings.get('model', '?')}",
+        f"sampler {settings.get('sampler', '?')}",
+        f"{settings.get('steps', '?')} steps",
+    ]
     if settings.get("sampler") not in (None, "tutorial"):
         parts.append(f"{settings.get('spacing', '')} spacing".strip())
         parts.append(guidance or f"guidance {settings.get('guidance', 1.0):g}")
@@ -103,8 +107,15 @@ def caption(settings: dict, guidance: str | None = None) -> str:
     return ", ".join(parts)
 
 
-def labelled_grid(images: np.ndarray, nrow: int | None = None, row_labels=None, col_labels=None,
-                  title: str | None = None, caption: str | None = None, scale: int = 2) -> np.ndarray:
+def labelled_grid(
+    images: np.ndarray,
+    nrow: int | None = None,
+    row_labels=None,
+    col_labels=None,
+    title: str | None = None,
+    caption: str | None = None,
+    scale: int = 2,
+) -> np.ndarray:
     """A grid of uint8 digits (N, H, W), each pixel `scale` x `scale`, with a label left of each row, one above
     each column, a title line on top and a caption line below; uint8 (H', W'), white on black.
 
@@ -144,8 +155,10 @@ def save_gif(frames: list[np.ndarray], path: str | Path, scale: int = 2, duratio
     longer. Frames of different sizes are padded with black, at the right and bottom, to the largest."""
     height, width = max(f.shape[0] for f in frames), max(f.shape[1] for f in frames)
     step = 255 / (GIF_LEVELS - 1)
-    frames = [(np.round(np.pad(f, ((0, height - f.shape[0]), (0, width - f.shape[1]))) / step) * step).astype(np.uint8)
-              for f in frames]
+    frames = [
+        (np.round(np.pad(f, ((0, height - f.shape[0]), (0, width - f.shape[1]))) / step) * step).astype(np.uint8)
+        for f in frames
+    ]
     pils = [_upscale(f, scale) for f in frames]
     durations = [duration_ms] * (len(pils) - 1) + [1500]
     return atomic_write(
@@ -160,15 +173,19 @@ def save_image(image: np.ndarray, path: str | Path, scale: int = 2) -> Path:
     return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
-def inpainting_grid(inputs: np.ndarray, masks: np.ndarray, completions: np.ndarray, per_row: int = 16,
-                    unknown: int = 96) -> np.ndarray:
+def inpainting_grid(
+    inputs: np.ndarray, masks: np.ndarray, completions: np.ndarray, per_row: int = 16, unknown: int = 96
+) -> np.ndarray:
     """Blocks of three rows -- the input with its unknown pixels grey, the mask (white = known), the completion --
     for up to `per_row` digits each; uint8 (N, 28, 28) inputs and completions, bool (N, 28, 28) masks."""
     shown = np.where(masks, inputs, unknown).astype(np.uint8)
     blocks = []
     for start in range(0, len(inputs), per_row):
-        rows = [shown[start:start + per_row], (masks[start:start + per_row] * 255).astype(np.uint8),
-                completions[start:start + per_row]]
+        rows = [
+            shown[start : start + per_row],
+            (masks[start : start + per_row] * 255).astype(np.uint8),
+            completions[start : start + per_row],
+        ]
         blocks.append(grid(np.concatenate(rows), nrow=len(rows[0])))
     width = max(b.shape[1] for b in blocks)
     return np.concatenate([np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in blocks])

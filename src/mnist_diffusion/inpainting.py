@@ -27,36 +27,49 @@ def check_inpainting_input(images, mask) -> tuple[np.ndarray, np.ndarray]:
     if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
         raise UserError(f"images must have shape (N, 28, 28), got {images.shape}.")
     if isinstance(mask, str):
-        raise UserError(f"the mask is {mask!r}, a string; give an array, e.g. half_mask({mask!r}, n) from "
-                        "mnist_diffusion.inpainting (top, bottom, left or right).")
+        raise UserError(
+            f"the mask is {mask!r}, a string; give an array, e.g. half_mask({mask!r}, n) from "
+            "mnist_diffusion.inpainting (top, bottom, left or right)."
+        )
     mask = np.asarray(mask)
     mask = mask[None] if mask.ndim == 2 and len(images) == 1 else mask
     if mask.shape != images.shape:
-        raise UserError(f"the mask has shape {mask.shape} but the images {images.shape}; give one 28x28 mask per "
-                        "image (nonzero = known).")
+        raise UserError(
+            f"the mask has shape {mask.shape} but the images {images.shape}; give one 28x28 mask per "
+            "image (nonzero = known)."
+        )
     known = (mask != 0).reshape(len(mask), -1)
     if not known.any(axis=1).all():
-        raise UserError(f"the mask of image {int(np.flatnonzero(~known.any(axis=1))[0])} marks no pixel as known; "
-                        "there is nothing to complete from (use sample for a new digit).")
+        raise UserError(
+            f"the mask of image {int(np.flatnonzero(~known.any(axis=1))[0])} marks no pixel as known; "
+            "there is nothing to complete from (use sample for a new digit)."
+        )
     if not (~known).any(axis=1).all():
-        raise UserError(f"the mask of image {int(np.flatnonzero(~(~known).any(axis=1))[0])} marks every pixel as "
-                        "known; there is nothing to fill in.")
+        raise UserError(
+            f"the mask of image {int(np.flatnonzero(~(~known).any(axis=1))[0])} marks every pixel as "
+            "known; there is nothing to fill in."
+        )
     return images, (mask != 0).astype(np.float32)
 
 
 def half_mask(side: str, n: int = 1) -> np.ndarray:
     """(n, 28, 28) float32 masks keeping one half of each digit: side = top | bottom | left | right."""
     mask = np.zeros((28, 28), np.float32)
-    halves = {"top": (slice(0, 14), slice(None)), "bottom": (slice(14, 28), slice(None)),
-              "left": (slice(None), slice(0, 14)), "right": (slice(None), slice(14, 28))}
+    halves = {
+        "top": (slice(0, 14), slice(None)),
+        "bottom": (slice(14, 28), slice(None)),
+        "left": (slice(None), slice(0, 14)),
+        "right": (slice(None), slice(14, 28)),
+    }
     if side not in halves:
         raise UserError(f"the half to keep is {side!r}; choose top, bottom, left or right.")
     mask[halves[side]] = 1.0
     return np.repeat(mask[None], n, axis=0)
 
 
-def holding_known_region(process, space, known: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
-                         method: str) -> Callable[[dict], torch.Tensor | None]:
+def holding_known_region(
+    process, space, known: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, method: str
+) -> Callable[[dict], torch.Tensor | None]:
     """The sampler-level callback that keeps the known region: known, mask (B, 1, 28, 28) in pixels.
 
     'project' pastes the known pixels into each step's clean estimate (decoded and encoded again in a latent

@@ -150,8 +150,9 @@ def read_autoencoder(path: Path, device: str | torch.device = "cpu") -> FrozenAu
     return FrozenAutoencoder(net, loaded.config, weights_sha256(weights), Path(path))
 
 
-def load_autoencoder(latent: LatentConfig, device: str | torch.device = "cpu",
-                     user: str = "This run") -> FrozenAutoencoder:
+def load_autoencoder(
+    latent: LatentConfig, device: str | torch.device = "cpu", user: str = "This run"
+) -> FrozenAutoencoder:
     """The autoencoder a latent config names, checked against its recorded hash and latent shape.
 
     `user` names the run or checkpoint in error messages.

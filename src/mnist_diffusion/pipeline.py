@@ -45,8 +45,16 @@ from mnist_diffusion.reconstructions import AutoencoderPreview
 from mnist_diffusion.sample_result import SampleResult
 from mnist_diffusion.sample_space import make_space
 
-__all__ = ["INPAINT_METHODS", "MODEL_DEFAULT", "Pipeline", "SampleResult", "from_training", "half_mask",
-           "initial_noise", "load"]
+__all__ = [
+    "INPAINT_METHODS",
+    "MODEL_DEFAULT",
+    "Pipeline",
+    "SampleResult",
+    "from_training",
+    "half_mask",
+    "initial_noise",
+    "load",
+]
 
 StepCallback = Callable[[dict], "torch.Tensor | None"]
 
@@ -82,9 +90,17 @@ class Pipeline:
     (`compiled.CompiledNetwork`); the first batch of each size pays the compile (seconds).
     """
 
-    def __init__(self, config: RunConfig, net: nn.Module, device: str | torch.device = "cpu",
-                 path: Path | None = None, name: str | None = None, autoencoder: FrozenAutoencoder | None = None,
-                 precision: str | PrecisionChoice = "fp32", compile: bool = False):
+    def __init__(
+        self,
+        config: RunConfig,
+        net: nn.Module,
+        device: str | torch.device = "cpu",
+        path: Path | None = None,
+        name: str | None = None,
+        autoencoder: FrozenAutoencoder | None = None,
+        precision: str | PrecisionChoice = "fp32",
+        compile: bool = False,
+    ):
         self.config, self.net, self.device = config, net, torch.device(device)
         self.path, self.name = path, name or (str(path) if path else config.recipe)
         self.precision = resolve_precision(precision, self.device, "sample")
@@ -143,8 +159,10 @@ class Pipeline:
         s = self.config.sample
         what = f"{self.num_classes} classes" if self.num_classes else "unconditional"
         guide = f" by {self.guide.name}" if self.guide is not None else ""
-        return (f"Pipeline({self.name!r}: {self.config.recipe} {self.config.model.kind}, {what}, "
-                f"{s.sampler} {s.steps} steps, guidance {s.guidance:g}{guide}, {self.device})")
+        return (
+            f"Pipeline({self.name!r}: {self.config.recipe} {self.config.model.kind}, {what}, "
+            f"{s.sampler} {s.steps} steps, guidance {s.guidance:g}{guide}, {self.device})"
+        )
 
     # ---- moving and saving --------------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> Pipeline:
@@ -166,12 +184,26 @@ class Pipeline:
         return path
 
     # ---- sampling -----------------------------------------------------------------------------------------
-    def settings(self, sampler=None, steps=None, guidance=None, spacing=None, eta=None,
-                 guidance_interval=MODEL_DEFAULT, shift=None) -> SampleConfig:
+    def settings(
+        self,
+        sampler=None,
+        steps=None,
+        guidance=None,
+        spacing=None,
+        eta=None,
+        guidance_interval=MODEL_DEFAULT,
+        shift=None,
+    ) -> SampleConfig:
         """The model's sample settings with the given ones replaced, checked like any config."""
         data = to_dict(self.config.sample)
-        given = {"sampler": sampler, "steps": steps, "guidance": guidance, "spacing": spacing, "eta": eta,
-                 "shift": shift}
+        given = {
+            "sampler": sampler,
+            "steps": steps,
+            "guidance": guidance,
+            "spacing": spacing,
+            "eta": eta,
+            "shift": shift,
+        }
         data.update({k: v for k, v in given.items() if v is not None})
         if guidance_interval is not MODEL_DEFAULT:
             data["guidance_interval"] = None if guidance_interval is None else list(guidance_interval)
@@ -183,8 +215,10 @@ class Pipeline:
         except ConfigError as e:
             raise UserError(f"{e}") from None
         if resolved.guidance_interval is not None and self.config.model.guidance_input:
-            raise UserError(f"{self.name} has its guidance distilled in, so a guidance interval does not apply; "
-                            "leave the guidance interval out.")
+            raise UserError(
+                f"{self.name} has its guidance distilled in, so a guidance interval does not apply; "
+                "leave the guidance interval out."
+            )
         return resolved
 
     def autoguide(self, guide: Pipeline | None) -> Pipeline:
@@ -193,21 +227,36 @@ class Pipeline:
         space, on the same device; None goes back to classifier-free guidance. Returns self."""
         if guide is not None:
             mine, theirs = self.config, guide.config
-            process = [(c.diffusion.kind, c.diffusion.schedule, c.diffusion.timesteps, c.diffusion.prediction)
-                       for c in (mine, theirs)]  # what sampling reads; how each was trained may differ
-            if (process[0] != process[1] or self.sample_shape != guide.sample_shape
-                    or mine.latent != theirs.latent or not guide.num_classes or mine.model.guidance_input
-                    or theirs.model.guidance_input or guide.device != self.device):
-                raise UserError(f"{guide.name} cannot guide {self.name}: autoguidance needs a guided class-conditional "
-                                "model of the same noise process, sample space and device.")
+            process = [
+                (c.diffusion.kind, c.diffusion.schedule, c.diffusion.timesteps, c.diffusion.prediction)
+                for c in (mine, theirs)
+            ]  # what sampling reads; how each was trained may differ
+            if (
+                process[0] != process[1]
+                or self.sample_shape != guide.sample_shape
+                or mine.latent != theirs.latent
+                or not guide.num_classes
+                or mine.model.guidance_input
+                or theirs.model.guidance_input
+                or guide.device != self.device
+            ):
+                raise UserError(
+                    f"{guide.name} cannot guide {self.name}: autoguidance needs a guided class-conditional "
+                    "model of the same noise process, sample space and device."
+                )
         self.guide = guide
         return self
 
-    def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 1.0,
-                 guidance_interval: tuple[float, float] | None = None):
+    def denoiser(
+        self,
+        labels: torch.Tensor | None = None,
+        guidance: float = 1.0,
+        guidance_interval: tuple[float, float] | None = None,
+    ):
         """The network as a denoiser D(z_t, t) -> (z0, eps), with this conditioning (and any `autoguide`) bound in."""
-        return self.process.denoiser(self.network, labels, guidance, guidance_interval,
-                                     None if self.guide is None else self.guide.network)
+        return self.process.denoiser(
+            self.network, labels, guidance, guidance_interval, None if self.guide is None else self.guide.network
+        )
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Model space -> images in the data range: latents are decoded, pixels returned as they are."""
@@ -226,9 +275,16 @@ class Pipeline:
         return step
 
     @torch.inference_mode()
-    def sample_batch(self, z_T: torch.Tensor, labels: torch.Tensor | None, settings: SampleConfig,
-                     generator: torch.Generator | None = None, callback: StepCallback | None = None,
-                     edit: StepCallback | None = None, resample: int = 1) -> torch.Tensor:
+    def sample_batch(
+        self,
+        z_T: torch.Tensor,
+        labels: torch.Tensor | None,
+        settings: SampleConfig,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+        edit: StepCallback | None = None,
+        resample: int = 1,
+    ) -> torch.Tensor:
         """Float images (B, C, 28, 28) in the data range from starting noise z_T (B, *sample_shape).
 
         `callback` gets the samplers' step dict with x_t, x0 and denoised in image space (decoded for latent
@@ -237,13 +293,32 @@ class Pipeline:
         `callback` (inpainting's known region). resample > 1 walks the grid with RePaint's resampling.
         """
         step = chain(edit, self._in_image_space(callback))
-        z = self.process.sample(self.network, z_T, settings, labels, generator, step, resample,
-                                None if self.guide is None else self.guide.network)
+        z = self.process.sample(
+            self.network,
+            z_T,
+            settings,
+            labels,
+            generator,
+            step,
+            resample,
+            None if self.guide is None else self.guide.network,
+        )
         return self.decode(z)
 
-    def _draw(self, n: int, labels: np.ndarray | None, settings: SampleConfig, seed: int, batch_size: int | None,
-              progress: bool, callback: StepCallback | None, desc: str, steps_per_batch: int,
-              per_batch: Callable | None = None, resample: int = 1) -> torch.Tensor:
+    def _draw(
+        self,
+        n: int,
+        labels: np.ndarray | None,
+        settings: SampleConfig,
+        seed: int,
+        batch_size: int | None,
+        progress: bool,
+        callback: StepCallback | None,
+        desc: str,
+        steps_per_batch: int,
+        per_batch: Callable | None = None,
+        resample: int = 1,
+    ) -> torch.Tensor:
         """Float samples (n, C, 28, 28) batch by batch. Inpainting passes `per_batch(batch)` -> (edit, finish):
         the sampler-level callback that holds the batch's known region, and what makes the final images."""
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -255,23 +330,47 @@ class Pipeline:
         out = []
         for batch in batches(n, batch_size, self.sample_shape, self.process.noise, seed, labels, self.device):
             edit, finish = per_batch(batch) if per_batch is not None else (None, None)
-            x = self.sample_batch(batch.z_T, batch.labels, settings, batch.generator,
-                                  with_progress(callback, bar, batch.start), edit, resample)
+            x = self.sample_batch(
+                batch.z_T,
+                batch.labels,
+                settings,
+                batch.generator,
+                with_progress(callback, bar, batch.start),
+                edit,
+                resample,
+            )
             out.append((finish(x.float()) if finish is not None else x.float()).cpu())
         bar.close()
         return torch.cat(out)
 
     def _result(self, samples: torch.Tensor, labels, settings: SampleConfig, started: float, **info) -> SampleResult:
-        info = {"model": self.name, **dataclasses.asdict(settings), **info, "precision": self.precision.precision,
-                "precision_reason": self.precision.reason, "compiled": self.compiled,
-                "seconds": time.perf_counter() - started}
+        info = {
+            "model": self.name,
+            **dataclasses.asdict(settings),
+            **info,
+            "precision": self.precision.precision,
+            "precision_reason": self.precision.reason,
+            "compiled": self.compiled,
+            "seconds": time.perf_counter() - started,
+        }
         return SampleResult(to_uint8(samples, self.value_range), labels, samples, self.value_range, info)
 
-    def sample(self, n: int = 64, labels=None, guidance: float | None = None, steps: int | None = None,
-               sampler: str | None = None, seed: int = 0, progress: bool = False,
-               callback: StepCallback | None = None, spacing: str | None = None, eta: float | None = None,
-               guidance_interval=MODEL_DEFAULT, shift: float | None = None,
-               batch_size: int | None = None) -> SampleResult:
+    def sample(
+        self,
+        n: int = 64,
+        labels=None,
+        guidance: float | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        seed: int = 0,
+        progress: bool = False,
+        callback: StepCallback | None = None,
+        spacing: str | None = None,
+        eta: float | None = None,
+        guidance_interval=MODEL_DEFAULT,
+        shift: float | None = None,
+        batch_size: int | None = None,
+    ) -> SampleResult:
         """Draw n digits. Settings left out come from the model (its config's `sample` section).
 
         labels: None (a conditional model then draws 0-9 in turn), a digit, a spec like '0-9' or '3,5,8', or a
@@ -286,14 +385,24 @@ class Pipeline:
         started = time.perf_counter()
         settings = self.settings(sampler, steps, guidance, spacing, eta, guidance_interval, shift)
         all_labels = cycled_labels(labels, self.num_classes, n, every_class=True)
-        samples = self._draw(n, all_labels, settings, seed, batch_size, progress, callback, "sampling",
-                             settings.steps)
+        samples = self._draw(n, all_labels, settings, seed, batch_size, progress, callback, "sampling", settings.steps)
         return self._result(samples, all_labels, settings, started, seed=seed, n=n)
 
-    def inpaint(self, images: np.ndarray, mask: np.ndarray, labels=None, guidance: float | None = None,
-                steps: int | None = None, sampler: str | None = None, resample: int = 1, method: str = "project",
-                seed: int = 0, progress: bool = False, callback: StepCallback | None = None,
-                batch_size: int | None = None) -> SampleResult:
+    def inpaint(
+        self,
+        images: np.ndarray,
+        mask: np.ndarray,
+        labels=None,
+        guidance: float | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        resample: int = 1,
+        method: str = "project",
+        seed: int = 0,
+        progress: bool = False,
+        callback: StepCallback | None = None,
+        batch_size: int | None = None,
+    ) -> SampleResult:
         """Complete digits of which only some pixels are known.
 
         images: uint8 (N, 28, 28); mask: (N, 28, 28), nonzero where the pixel is known (e.g. `half_mask`). The
@@ -314,8 +423,9 @@ class Pipeline:
         if labels is None and guidance not in (None, 1.0):
             raise UserError(f"guidance {guidance} needs labels to guide towards; give labels or leave guidance out.")
         started = time.perf_counter()
-        settings = self.settings(sampler, self.inpaint_steps if steps is None else steps,
-                                 guidance if labels is not None else 1.0)
+        settings = self.settings(
+            sampler, self.inpaint_steps if steps is None else steps, guidance if labels is not None else 1.0
+        )
         if resample > 1:
             check_resample(settings.sampler, self.config.diffusion.kind)
         all_labels = cycled_labels(labels, self.num_classes, len(images), every_class=False)
@@ -327,14 +437,30 @@ class Pipeline:
             edit = holding_known_region(self.process, self.space, known, m, batch.generator, method)
             return edit, lambda x: m * known + (1 - m) * x  # the known pixels, exactly
 
-        samples = self._draw(len(images), all_labels, settings, seed, batch_size, progress, callback, "inpainting",
-                             settings.steps * resample, per_batch, resample)
-        return self._result(samples, all_labels, settings, started, method=method, resample=resample, seed=seed,
-                            n=len(images))
+        samples = self._draw(
+            len(images),
+            all_labels,
+            settings,
+            seed,
+            batch_size,
+            progress,
+            callback,
+            "inpainting",
+            settings.steps * resample,
+            per_batch,
+            resample,
+        )
+        return self._result(
+            samples, all_labels, settings, started, method=method, resample=resample, seed=seed, n=len(images)
+        )
 
 
-def load(name_or_path: str | Path | None = None, device: str | torch.device = "cpu",
-         precision: str = "auto", compile: bool = False) -> Pipeline | AutoencoderPreview:
+def load(
+    name_or_path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "auto",
+    compile: bool = False,
+) -> Pipeline | AutoencoderPreview:
     """A `Pipeline` for a packaged model ('ddpm-cond', 'ldm'; None = 'ddpm-cond'), a run directory or a
     checkpoint file (a training state samples with its EMA weights); an `AutoencoderPreview` for an autoencoder.
     device: 'cpu', 'cuda', 'mps' or 'auto'. precision: 'auto' (bf16 on CPUs with bf16 matrix units, else fp32;

@@ -83,16 +83,19 @@ def _resolve(requested: str, device_type: str, purpose: str, bf16_on_cuda: bool)
     if device_type == "cpu":
         if requested == "bf16":
             units, found = cpu.bf16_units()
-            return PrecisionChoice("bf16", "asked for" + ("" if units else f"; this CPU has {found}, so bf16 runs "
-                                                                            "several times slower than fp32"))
+            return PrecisionChoice(
+                "bf16",
+                "asked for" + ("" if units else f"; this CPU has {found}, so bf16 runs several times slower than fp32"),
+            )
         return _cpu_auto()
     if requested == "bf16":
         raise UserError(f"--precision bf16 runs on the CPU and CUDA, not on {device_type}; use fp32 or auto.")
     return PrecisionChoice("fp32", f"auto: {device_type} runs fp32")
 
 
-def resolve_precision(requested: str | PrecisionChoice, device: str | torch.device,
-                      purpose: Purpose = "sample") -> PrecisionChoice:
+def resolve_precision(
+    requested: str | PrecisionChoice, device: str | torch.device, purpose: Purpose = "sample"
+) -> PrecisionChoice:
     """The numerics for `requested` ('auto' | 'fp32' | 'bf16') on `device`, for training or sampling.
 
     Decided once per process and argument set (the CPU probe once per machine); a bad value is a UserError.
@@ -114,4 +117,3 @@ def autocast(device: torch.device, precision: str | PrecisionChoice):
     if choice.precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-

@@ -55,8 +55,9 @@ class AutoencoderPreview:
         """uint8 reconstructions of test images seed .. seed + n - 1 (cycling), labelled with their digits.
         Sampler settings (steps, sampler, progress, ...) are accepted and mean nothing here."""
         if labels is not None or guidance not in (None, 1.0):
-            raise UserError("An autoencoder reconstructs test digits instead of sampling; leave out labels "
-                            "and guidance.")
+            raise UserError(
+                "An autoencoder reconstructs test digits instead of sampling; leave out labels and guidance."
+            )
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise UserError(f"n must be a whole number of images >= 1, got {n!r}.")
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -66,10 +67,16 @@ class AutoencoderPreview:
         index = (seed + np.arange(n)) % len(images)
         ae = FrozenAutoencoder(self.net, self.config, "", self.path or Path("."))
         rec = reconstruct(ae, images[index])
-        info = {"model": self.name, "reconstructions": True, "seed": seed, "n": n,
-                "seconds": time.perf_counter() - started}
-        return SampleResult(rec, test_labels[index].astype(np.int64), to_float(rec, self.value_range),
-                            self.value_range, info)
+        info = {
+            "model": self.name,
+            "reconstructions": True,
+            "seed": seed,
+            "n": n,
+            "seconds": time.perf_counter() - started,
+        }
+        return SampleResult(
+            rec, test_labels[index].astype(np.int64), to_float(rec, self.value_range), self.value_range, info
+        )
 
     def inpaint(self, *args, **kwargs) -> SampleResult:
         raise UserError("An autoencoder does not sample, so it cannot complete digits; use a diffusion model.")

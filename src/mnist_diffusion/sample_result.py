@@ -68,11 +68,12 @@ class SampleResult:
         columns = None
         if self.labels is not None and len(self) >= per_row:
             first = self.labels[:per_row]
-            rows = [self.labels[i:i + per_row] for i in range(0, len(self) - len(self) % per_row, per_row)]
+            rows = [self.labels[i : i + per_row] for i in range(0, len(self) - len(self) % per_row, per_row)]
             if all(np.array_equal(r, first) for r in rows):
                 columns = [f"digit {d}" if per_row <= 10 else str(d) for d in first]
-        return Image.fromarray(labelled_grid(self.images, per_row, col_labels=columns, caption=caption(self.settings),
-                                             scale=scale))
+        return Image.fromarray(
+            labelled_grid(self.images, per_row, col_labels=columns, caption=caption(self.settings), scale=scale)
+        )
 
     def save(self, path: str | Path, nrow: int | None = None) -> Path:
         """Write the labelled grid (`.png`, see `labelled_grid`) or the arrays (`.npz`: images uint8 (n, 28, 28)

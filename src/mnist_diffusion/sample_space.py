@@ -42,8 +42,14 @@ class LatentSpace:
     """Samples are scaled latents (C, 7, 7) of the autoencoder the model was trained on, which is loaded (and
     hash-checked) on first use and run at the pipeline's precision."""
 
-    def __init__(self, config: RunConfig, device: torch.device, precision: PrecisionChoice, user: str,
-                 autoencoder: FrozenAutoencoder | None = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        device: torch.device,
+        precision: PrecisionChoice,
+        user: str,
+        autoencoder: FrozenAutoencoder | None = None,
+    ):
         self.latent, self.shape = config.latent, tuple(config.latent.shape)
         self.background = -1.0 if config.data.value_range == "signed" else 0.0
         self.device, self.precision, self.user = device, precision, user
@@ -74,8 +80,14 @@ class LatentSpace:
         return self
 
 
-def make_space(config: RunConfig, device: torch.device, precision: PrecisionChoice, path: Path | None,
-               name: str, autoencoder: FrozenAutoencoder | None = None) -> PixelSpace | LatentSpace:
+def make_space(
+    config: RunConfig,
+    device: torch.device,
+    precision: PrecisionChoice,
+    path: Path | None,
+    name: str,
+    autoencoder: FrozenAutoencoder | None = None,
+) -> PixelSpace | LatentSpace:
     """The space a model samples in: latents when its config names an autoencoder, else pixels."""
     if config.latent is None:
         return PixelSpace(config)

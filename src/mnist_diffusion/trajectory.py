@@ -65,16 +65,27 @@ def trajectory_frames(trajectory: Trajectory, result: SampleResult, scale: int =
     frames = []
     for i, (t, x_t, x0) in enumerate(recorded):
         images = np.concatenate([x_t[index], x0[index]])
-        frames.append(labelled_grid(images, len(index), rows, headers, _step_title(i, len(recorded), t, tutorial),
-                                    text, scale))
+        frames.append(
+            labelled_grid(images, len(index), rows, headers, _step_title(i, len(recorded), t, tutorial), text, scale)
+        )
     final = result.images[index]
-    frames.append(labelled_grid(np.concatenate([final, final]), len(index), ["x_0", "(final)"], headers,
-                                f"done: {len(recorded)} steps", text, scale))
+    frames.append(
+        labelled_grid(
+            np.concatenate([final, final]),
+            len(index),
+            ["x_0", "(final)"],
+            headers,
+            f"done: {len(recorded)} steps",
+            text,
+            scale,
+        )
+    )
     return frames
 
 
-def write_trajectory_gif(trajectory: Trajectory, result: SampleResult, path: Path, pipe: object = None,
-                         scale: int = 2) -> Path:
+def write_trajectory_gif(
+    trajectory: Trajectory, result: SampleResult, path: Path, pipe: object = None, scale: int = 2
+) -> Path:
     """The denoising as an animated GIF: x_t beside the x0 estimate at every step, then the final digits.
     `pipe` is not needed (the result's settings caption the frames); it is accepted for older callers."""
     return save_gif(trajectory_frames(trajectory, result, scale), path, scale=1, duration_ms=250)

@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return stops.exit_code(signal.SIGTERM if name == "SIGTERM" else signal.SIGINT)
     except OSError as e:  # outputs are checked before the work; this is a disk that filled up or went away
         where = f" {e.filename}" if e.filename else ""
-        print(f"mnist-diffusion {args.command}: error: cannot write or read{where}: {e.strerror or e}.",
-              file=sys.stderr)
+        print(
+            f"mnist-diffusion {args.command}: error: cannot write or read{where}: {e.strerror or e}.", file=sys.stderr
+        )
         return 2
     finally:
         if previous is not None:

@@ -20,25 +20,35 @@ from mnist_diffusion.files import check_writable
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "classifier", aliases=["evaluator"],
+        "classifier",
+        aliases=["evaluator"],
         help="train or inspect the evaluator network that FID/KID/precision/recall use",
         description="Train the evaluator classifier (its penultimate layer is the feature space of all "
-                    "sample metrics), or list the packaged evaluators and verify their sha256.")
+        "sample metrics), or list the packaged evaluators and verify their sha256.",
+    )
     sub = parser.add_subparsers(dest="classifier_command", metavar="ACTION")
 
-    train = sub.add_parser("train", help="train an evaluator (seeded, reproducible) and write safetensors",
-                           description="Train the evaluator on the 60,000 training images, report test "
-                                       "accuracy and write the weights with their config and command.")
+    train = sub.add_parser(
+        "train",
+        help="train an evaluator (seeded, reproducible) and write safetensors",
+        description="Train the evaluator on the 60,000 training images, report test "
+        "accuracy and write the weights with their config and command.",
+    )
     train.add_argument("--dataset", choices=choices(DataConfig, "dataset"), default="mnist")
     train.add_argument("--epochs", type=int, default=4, help="passes over the training set (default 4)")
     train.add_argument("--seed", type=int, default=0, help="seed for weights, data order and shifts (default 0)")
-    train.add_argument("--out", type=pathlib.Path, default=None,
-                       help="weights file to write (default ./evaluator-DATASET.safetensors)")
+    train.add_argument(
+        "--out", type=pathlib.Path, default=None, help="weights file to write (default ./evaluator-DATASET.safetensors)"
+    )
     train.add_argument("--data-dir", default=None, help="directory with the four IDX files of the dataset")
     train.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     train.add_argument("--limit", type=int, default=None, help="train on the first N images only (smoke tests)")
-    train.add_argument("--min-accuracy", type=float, default=None,
-                       help="exit non-zero if test accuracy ends below this fraction (e.g. 0.993)")
+    train.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=None,
+        help="exit non-zero if test accuracy ends below this fraction (e.g. 0.993)",
+    )
     train.set_defaults(func=_train)
 
     info = sub.add_parser("info", help="list shipped evaluators and check their sha256")
@@ -66,13 +76,23 @@ def _train(args: argparse.Namespace) -> int:
     command = f"mnist-diffusion classifier train --dataset {args.dataset} --epochs {args.epochs} --seed {args.seed}"
     if args.limit is not None:
         command += f" --limit {args.limit}"
-    sha = save_evaluator(result.net, out, {
-        "dataset": args.dataset, "train_command": command, "seed": args.seed, "epochs": args.epochs,
-        "train_images": len(train[0]) if args.limit is None else min(args.limit, len(train[0])),
-        "test_accuracy": f"{result.test_accuracy:.4f}", "torch_version": torch.__version__,
-    })
-    print(f"wrote {out} ({result.parameters:,} parameters, test accuracy {result.test_accuracy:.2%}, "
-          f"{result.seconds:.0f} s)")
+    sha = save_evaluator(
+        result.net,
+        out,
+        {
+            "dataset": args.dataset,
+            "train_command": command,
+            "seed": args.seed,
+            "epochs": args.epochs,
+            "train_images": len(train[0]) if args.limit is None else min(args.limit, len(train[0])),
+            "test_accuracy": f"{result.test_accuracy:.4f}",
+            "torch_version": torch.__version__,
+        },
+    )
+    print(
+        f"wrote {out} ({result.parameters:,} parameters, test accuracy {result.test_accuracy:.2%}, "
+        f"{result.seconds:.0f} s)"
+    )
     print(f"sha256 {sha}")
     if args.min_accuracy is not None and result.test_accuracy < args.min_accuracy:
         print(f"test accuracy {result.test_accuracy:.4f} is below --min-accuracy {args.min_accuracy}")
@@ -91,6 +111,8 @@ def _info(args: argparse.Namespace) -> int:
             status = 1
             continue
         md = ev.metadata
-        print(f"{dataset}: {ev.path} sha256 {ev.sha256} (verified); test accuracy {md.get('test_accuracy')}; "
-              f"trained with `{md.get('train_command')}`")
+        print(
+            f"{dataset}: {ev.path} sha256 {ev.sha256} (verified); test accuracy {md.get('test_accuracy')}; "
+            f"trained with `{md.get('train_command')}`"
+        )
     return status

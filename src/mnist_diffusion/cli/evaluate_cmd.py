@@ -24,24 +24,35 @@ DEFAULT_N = 10_000
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="score samples (.npz) or a model (packaged name, run dir, checkpoint) against real data",
+        "evaluate",
+        help="score samples (.npz) or a model (packaged name, run dir, checkpoint) against real data",
         description="Score samples with the packaged evaluator network. PATH is a .npz with 'images' (uint8, "
-                    "N x 28 x 28) and optional 'labels' (int, N), or a model (packaged name, run directory, "
-                    "checkpoint), from which --n samples are drawn first. Every figure is printed beside two "
-                    "baselines at the same N: N real training images and N images of uniform noise.")
+        "N x 28 x 28) and optional 'labels' (int, N), or a model (packaged name, run directory, "
+        "checkpoint), from which --n samples are drawn first. Every figure is printed beside two "
+        "baselines at the same N: N real training images and N images of uniform noise.",
+    )
     p.add_argument("path", help=".npz of samples, or a packaged model name, run directory or checkpoint")
-    p.add_argument("--n", type=int, default=None,
-                   help=f"number of samples (default: all in a .npz; {DEFAULT_N} drawn from a model)")
+    p.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help=f"number of samples (default: all in a .npz; {DEFAULT_N} drawn from a model)",
+    )
     add_sampling_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed for sampling, baselines and KID subsets (default 0)")
     p.add_argument("--device", default="cpu", help="device to sample on: cpu | cuda | mps | auto")
     add_precision_option(p)
     add_compile_option(p)
-    p.add_argument("--dataset", choices=choices(DataConfig, "dataset"), default=None,
-                   help="data set to score against (default: the model's; mnist for a .npz)")
+    p.add_argument(
+        "--dataset",
+        choices=choices(DataConfig, "dataset"),
+        default=None,
+        help="data set to score against (default: the model's; mnist for a .npz)",
+    )
     p.add_argument("--data-dir", default=None, help="directory with the dataset's IDX files")
-    p.add_argument("--metrics", default=None,
-                   help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all that apply)")
+    p.add_argument(
+        "--metrics", default=None, help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all that apply)"
+    )
     p.add_argument("--kid-subsets", type=int, default=100, help="KID subset pairs (default 100)")
     p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (default 1000)")
     p.add_argument("--no-baselines", action="store_true", help="skip the train-image and noise baselines")
@@ -59,9 +70,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_writable(args.json, "JSON report")
     metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
-    common = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "metrics": metrics,
-              "kid_subsets": args.kid_subsets, "kid_subset_size": args.kid_subset_size,
-              "baselines": not args.no_baselines, "evaluator": args.evaluator}
+    common = {
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "seed": args.seed,
+        "metrics": metrics,
+        "kid_subsets": args.kid_subsets,
+        "kid_subset_size": args.kid_subset_size,
+        "baselines": not args.no_baselines,
+        "evaluator": args.evaluator,
+    }
     if pathlib.Path(args.path).suffix == ".npz":
         if not pathlib.Path(args.path).is_file():
             raise UserError(f"samples file {args.path} does not exist.")
@@ -77,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
         n = args.n or DEFAULT_N
         print(f"drawing {n} samples from {args.path} ...", flush=True)
         settings = sampling_settings(args)
-        report = evaluate(pipe, n, labels=settings.pop("labels"), progress=not args.no_progress, **common,
-                          **settings)
+        report = evaluate(pipe, n, labels=settings.pop("labels"), progress=not args.no_progress, **common, **settings)
     print(format_report(report))
     if args.json:
         write_json(report, args.json)

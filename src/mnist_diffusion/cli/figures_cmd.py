@@ -25,8 +25,9 @@ def register(sub) -> None:
         "for runs also the training loss and, where logged, KID over training.",
     )
     p.add_argument("run_dir", metavar="SOURCE", help=f"run directory, model file or packaged name ({names})")
-    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/figures, or ./figures-NAME for a "
-                                            "packaged model)")
+    p.add_argument(
+        "--out", type=Path, help="output folder (default RUN_DIR/figures, or ./figures-NAME for a packaged model)"
+    )
     p.add_argument("--seed", type=int, default=0, help="image i starts from noise seeded with SEED + i")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -38,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     source = args.run_dir
     if not Path(source).exists() and not assets.is_packaged(source):
-        raise UserError(f"{source} is not a run directory, a model file or a packaged model name "
-                        f"({_packaged()}); give the folder `train --out` wrote.")
+        raise UserError(
+            f"{source} is not a run directory, a model file or a packaged model name "
+            f"({_packaged()}); give the folder `train --out` wrote."
+        )
     out = args.out or default_out_dir(source)
     for path in write_figures(source, out, seed=args.seed, device=args.device, progress=not args.no_progress):
         print(path)

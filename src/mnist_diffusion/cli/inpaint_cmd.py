@@ -27,15 +27,23 @@ def register(sub) -> None:
         "known; or use --keep) and optionally 'labels' (int, N: the digit to complete towards). Without --steps a "
         "completion takes the model's sampling steps, but at least 20 (a distilled student its own).",
     )
-    p.add_argument("path", nargs="?", help=f"packaged name ({', '.join(assets.names('model'))}), run directory or "
-                                           "checkpoint (default: the packaged model)")
+    p.add_argument(
+        "path",
+        nargs="?",
+        help=f"packaged name ({', '.join(assets.names('model'))}), run directory or "
+        "checkpoint (default: the packaged model)",
+    )
     p.add_argument("--input", type=Path, required=True, help="the .npz of images, mask [and labels]")
     p.add_argument("--keep", choices=HALVES, help="keep this half of each digit instead of the file's mask")
     p.add_argument("--npz", type=Path, required=True, help="write the completions (images [and labels]) here")
     p.add_argument("--out", type=Path, help="also write a grid PNG: inputs, masks and completions")
-    p.add_argument("--method", choices=INPAINT_METHODS, default="project",
-                   help="project: paste the known pixels into each step's x0 estimate (default); replace: put the "
-                        "known region of x_t back on the forward process")
+    p.add_argument(
+        "--method",
+        choices=INPAINT_METHODS,
+        default="project",
+        help="project: paste the known pixels into each step's x0 estimate (default); replace: put the "
+        "known region of x_t back on the forward process",
+    )
     p.add_argument("--resample", type=int, default=1, help="RePaint: take every step this many times (default 1)")
     add_sampling_options(p)
     p.add_argument("--seed", type=int, default=0, help="image i starts from noise seeded with SEED + i")
@@ -54,13 +62,17 @@ def read_input(path: Path, keep: str | None) -> tuple[np.ndarray, np.ndarray, np
             if "images" not in found:
                 raise UserError(f"{path} has no 'images' array (found: {', '.join(sorted(found)) or 'nothing'}).")
             if "mask" not in found and keep is None:
-                raise UserError(f"{path} has no 'mask' array; add one (N x 28 x 28, nonzero = known) or pass --keep "
-                                f"{'|'.join(HALVES)}.")
+                raise UserError(
+                    f"{path} has no 'mask' array; add one (N x 28 x 28, nonzero = known) or pass --keep "
+                    f"{'|'.join(HALVES)}."
+                )
             images = z["images"]
             mask = z["mask"] if keep is None else half_mask(keep, len(images))
             labels = z["labels"] if "labels" in found else None
     except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise UserError(f"cannot read {path} ({e}); it must be a .npz written by numpy without object arrays.") from None
+        raise UserError(
+            f"cannot read {path} ({e}); it must be a .npz written by numpy without object arrays."
+        ) from None
     return images, mask, labels
 
 
@@ -71,9 +83,19 @@ def run(args: argparse.Namespace) -> int:
     images, mask, file_labels = read_input(args.input, args.keep)
     pipe = load(args.path, args.device)
     labels = args.labels if args.labels is not None else file_labels
-    out = pipe.inpaint(images, mask, labels=labels, guidance=args.guidance, steps=args.steps, sampler=args.sampler,
-                       resample=args.resample, method=args.method, seed=args.seed, progress=not args.no_progress,
-                       batch_size=args.batch_size)
+    out = pipe.inpaint(
+        images,
+        mask,
+        labels=labels,
+        guidance=args.guidance,
+        steps=args.steps,
+        sampler=args.sampler,
+        resample=args.resample,
+        method=args.method,
+        seed=args.seed,
+        progress=not args.no_progress,
+        batch_size=args.batch_size,
+    )
     out.save(args.npz)
     print(f"Wrote {args.npz} ({len(out)} completions, images uint8 {out.images.shape})")
     if args.out:

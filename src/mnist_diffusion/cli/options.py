@@ -14,8 +14,10 @@ from mnist_diffusion.pipeline import MODEL_DEFAULT
 def sampler_help() -> str:
     """--sampler's help: every registered sampler with its one-line description, by the models it serves."""
     kinds = dict.fromkeys(k for s in samplers.SAMPLERS.values() for k in s.kinds)
-    return "; ".join(f"for {kind} models: " + ", ".join(f"{n} ({samplers.get(n).description})"
-                                                       for n in samplers.names(kind)) for kind in kinds)
+    return "; ".join(
+        f"for {kind} models: " + ", ".join(f"{n} ({samplers.get(n).description})" for n in samplers.names(kind))
+        for kind in kinds
+    )
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -24,28 +26,41 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sampler", choices=samplers.names(), metavar="SAMPLER", help=sampler_help())
     g.add_argument("--steps", type=int, help="number of sampler steps (grid points)")
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
-    g.add_argument("--guidance-interval", metavar="LOW,HIGH",
-                   help="guide only where the noise level sigma is in (LOW, HIGH]; 'all' = every step")
+    g.add_argument(
+        "--guidance-interval",
+        metavar="LOW,HIGH",
+        help="guide only where the noise level sigma is in (LOW, HIGH]; 'all' = every step",
+    )
     g.add_argument("--labels", help="digits to draw, cycling: 0-9 | 7 | 3,5,8 (conditional models)")
     g.add_argument("--spacing", choices=choices(SampleConfig, "spacing"), help="timestep spacing")
     g.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic, 1 = DDPM-like)")
-    g.add_argument("--shift", type=float, help="flow models: the grid's timestep shift (1 = uniform; > 1 puts "
-                   "more steps where noise dominates)")
+    g.add_argument(
+        "--shift",
+        type=float,
+        help="flow models: the grid's timestep shift (1 = uniform; > 1 puts more steps where noise dominates)",
+    )
     g.add_argument("--batch-size", type=int, help="images per batch")
 
 
 def add_precision_option(p: argparse.ArgumentParser) -> None:
     """--precision auto|fp32|bf16 (default auto: bf16 where this device runs it fast, else fp32)."""
-    p.add_argument("--precision", choices=choices(TrainConfig, "precision"), default=None,
-                   help="numerics: auto (default: bf16 on CPUs with AMX / AVX-512-BF16 units and for CUDA "
-                        "training, else fp32) | fp32 | bf16")
+    p.add_argument(
+        "--precision",
+        choices=choices(TrainConfig, "precision"),
+        default=None,
+        help="numerics: auto (default: bf16 on CPUs with AMX / AVX-512-BF16 units and for CUDA "
+        "training, else fp32) | fp32 | bf16",
+    )
 
 
 def add_compile_option(p: argparse.ArgumentParser) -> None:
     """--compile: sample through torch.compile (seconds to compile; pays off over thousands of digits)."""
-    p.add_argument("--compile", action="store_true",
-                   help="run the network under torch.compile: the first batch compiles (seconds), the rest run "
-                        "faster, most with bf16 on CPUs (benchmarks/results/precision.md)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the network under torch.compile: the first batch compiles (seconds), the rest run "
+        "faster, most with bf16 on CPUs (benchmarks/results/precision.md)",
+    )
 
 
 def parse_interval(text: str | None):
@@ -57,12 +72,22 @@ def parse_interval(text: str | None):
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
-        raise UserError(f"--guidance-interval {text!r} must be two noise levels LOW,HIGH (e.g. 0.3,5) or 'all'.") from None
+        raise UserError(
+            f"--guidance-interval {text!r} must be two noise levels LOW,HIGH (e.g. 0.3,5) or 'all'."
+        ) from None
     return (low, high)
 
 
 def sampling_settings(args: argparse.Namespace) -> dict:
     """The keyword arguments of `Pipeline.sample` that the sampling options give."""
-    return {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "labels": args.labels,
-            "spacing": args.spacing, "eta": args.eta, "shift": args.shift, "batch_size": args.batch_size,
-            "guidance_interval": parse_interval(args.guidance_interval)}
+    return {
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "labels": args.labels,
+        "spacing": args.spacing,
+        "eta": args.eta,
+        "shift": args.shift,
+        "batch_size": args.batch_size,
+        "guidance_interval": parse_interval(args.guidance_interval),
+    }

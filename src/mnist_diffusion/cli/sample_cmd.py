@@ -26,19 +26,26 @@ def register(sub) -> None:
         f"checkpoint; without it the packaged {assets.DEFAULT_MODEL!r} model is used. Settings left out come "
         "from the model's own config.",
     )
-    p.add_argument("path", nargs="?", help=f"packaged name ({', '.join(assets.names('model'))}), run directory "
-                                           "or checkpoint (default: the packaged model)")
+    p.add_argument(
+        "path",
+        nargs="?",
+        help=f"packaged name ({', '.join(assets.names('model'))}), run directory "
+        "or checkpoint (default: the packaged model)",
+    )
     p.add_argument("--model", help="the same as PATH")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     add_sampling_options(p)
-    p.add_argument("--guide", metavar="MODEL", help="autoguidance: a weaker model of the same kind (an earlier or "
-                                                   "smaller run) guides in place of the unconditional pass")
+    p.add_argument(
+        "--guide",
+        metavar="MODEL",
+        help="autoguidance: a weaker model of the same kind (an earlier or "
+        "smaller run) guides in place of the unconditional pass",
+    )
     p.add_argument("--seed", type=int, default=0, help="image i starts from noise seeded with SEED + i")
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
     add_precision_option(p)
     add_compile_option(p)
-    p.add_argument("--out", type=Path, help="grid PNG to write (default: samples.png, unless --npz or --gif is "
-                                           "given)")
+    p.add_argument("--out", type=Path, help="grid PNG to write (default: samples.png, unless --npz or --gif is given)")
     p.add_argument("--npz", type=Path, help="also write images (uint8 N,28,28) [and labels] to this .npz")
     p.add_argument("--gif", type=Path, help="also write the denoising of the first images as an animated GIF")
     p.add_argument("--nrow", type=int, help="images per grid row")
@@ -58,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.guide:
         pipe.autoguide(load(args.guide, args.device, args.precision or "auto", compile=args.compile))
     trajectory = Trajectory(pipe.value_range) if args.gif else None
-    out = pipe.sample(args.n, seed=args.seed, progress=not args.no_progress, callback=trajectory,
-                      **sampling_settings(args))
+    out = pipe.sample(
+        args.n, seed=args.seed, progress=not args.no_progress, callback=trajectory, **sampling_settings(args)
+    )
     if args.out is not None:
         out[:400].save(args.out, nrow=args.nrow)
         print(f"Wrote {min(len(out), 400)} of {len(out)} samples to {args.out}")

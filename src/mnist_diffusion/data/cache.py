@@ -55,9 +55,16 @@ def load_decoded(dataset: str, source: str, split: str) -> tuple[np.ndarray, np.
         labels = np.load(lab_path, allow_pickle=False)
     except (OSError, ValueError):
         return None
-    ok = (images.dtype == np.uint8 and images.ndim == 3 and images.shape[1:] == (28, 28)
-          and labels.dtype == np.int64 and labels.shape == (images.shape[0],)
-          and images.shape[0] > 0 and int(labels.min()) >= 0 and int(labels.max()) <= 9)
+    ok = (
+        images.dtype == np.uint8
+        and images.ndim == 3
+        and images.shape[1:] == (28, 28)
+        and labels.dtype == np.int64
+        and labels.shape == (images.shape[0],)
+        and images.shape[0] > 0
+        and int(labels.min()) >= 0
+        and int(labels.max()) <= 9
+    )
     return (images, labels) if ok else None
 
 
@@ -69,6 +76,8 @@ def save_decoded(dataset: str, source: str, split: str, images: np.ndarray, labe
         _atomic_save_npy(lab_path, np.ascontiguousarray(labels, dtype=np.int64))
         _atomic_save_npy(img_path, np.ascontiguousarray(images, dtype=np.uint8))
     except OSError as exc:
-        warnings.warn(f"could not write the decoded-data cache in {img_path.parent} ({exc}); "
-                      f"set {CACHE_ENV} to a writable directory to avoid decoding again next time.",
-                      stacklevel=3)
+        warnings.warn(
+            f"could not write the decoded-data cache in {img_path.parent} ({exc}); "
+            f"set {CACHE_ENV} to a writable directory to avoid decoding again next time.",
+            stacklevel=3,
+        )

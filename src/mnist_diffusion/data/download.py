@@ -44,7 +44,9 @@ def mirrors_for(dataset: str, mirrors: Sequence[str] | None = None) -> list[str]
         base = base.replace("{dataset}", dataset)
         scheme = urllib.parse.urlsplit(base).scheme
         if scheme not in ("http", "https", "file"):
-            raise DataError(f"mirror {base!r} is not an http(s):// or file:// URL; fix {MIRRORS_ENV} or the mirrors list.")
+            raise DataError(
+                f"mirror {base!r} is not an http(s):// or file:// URL; fix {MIRRORS_ENV} or the mirrors list."
+            )
         bases.append(base if base.endswith("/") else base + "/")
     return bases
 
@@ -54,8 +56,13 @@ def idx_dir(dataset: str) -> pathlib.Path:
     return cache_dir() / "idx" / dataset
 
 
-def fetch_split(dataset: str, split: str, mirrors: Sequence[str] | None = None,
-                hashes: Mapping[str, str] | None = None, timeout: float = 60.0) -> pathlib.Path:
+def fetch_split(
+    dataset: str,
+    split: str,
+    mirrors: Sequence[str] | None = None,
+    hashes: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> pathlib.Path:
     """Make sure the two gzip'd IDX files of (`dataset`, `split`) are in `idx_dir`; return that directory.
 
     `hashes` maps file name -> sha256 and defaults to the data set's published values (`datasets.py`).
@@ -67,8 +74,9 @@ def fetch_split(dataset: str, split: str, mirrors: Sequence[str] | None = None,
     return dest
 
 
-def fetch_file(name: str, sha256: str, mirrors: Sequence[str], dest_dir: pathlib.Path,
-               timeout: float = 60.0) -> pathlib.Path:
+def fetch_file(
+    name: str, sha256: str, mirrors: Sequence[str], dest_dir: pathlib.Path, timeout: float = 60.0
+) -> pathlib.Path:
     """Download `name` from the first mirror that serves bytes with the given sha256; return its path.
 
     A file already in `dest_dir` with the right hash is kept as is. Each failed mirror (network
@@ -85,8 +93,10 @@ def fetch_file(name: str, sha256: str, mirrors: Sequence[str], dest_dir: pathlib
             data, size_note = _get(url, timeout)
             actual = hashlib.sha256(data).hexdigest()
             if actual != sha256:
-                raise DataError(f"{name} from {url} has sha256 {actual} but {sha256} was expected "
-                                f"(received {size_note}; the download is truncated or altered)")
+                raise DataError(
+                    f"{name} from {url} has sha256 {actual} but {sha256} was expected "
+                    f"(received {size_note}; the download is truncated or altered)"
+                )
         except DataError as exc:
             failures.append(str(exc))
             log.warning("%s", exc)

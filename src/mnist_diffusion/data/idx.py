@@ -27,7 +27,7 @@ LABELS_MAGIC = 0x00000801  # ubyte, 1 dimension
 def find_idx_file(directory: pathlib.Path, name: str, gz_only: bool = False) -> pathlib.Path | None:
     """`directory/name` if present, else `directory/name.gz`, else None (raw first: no inflate needed).
     With `gz_only`, only the .gz (the download cache, where that is the file whose sha256 was checked)."""
-    for candidate in ((directory / f"{name}.gz",) if gz_only else (directory / name, directory / f"{name}.gz")):
+    for candidate in (directory / f"{name}.gz",) if gz_only else (directory / name, directory / f"{name}.gz"):
         if candidate.is_file():
             return candidate
     return None
@@ -39,19 +39,23 @@ def parse_idx(data: bytes, source: str, magic: int) -> np.ndarray:
         raise DataError(f"{source} is {len(data)} bytes long, too short for an IDX header.")
     found = int.from_bytes(data[:4], "big")
     if found != magic:
-        raise DataError(f"{source} starts with magic number 0x{found:08x} but 0x{magic:08x} was expected; "
-                        "it is not the IDX file its name says.")
+        raise DataError(
+            f"{source} starts with magic number 0x{found:08x} but 0x{magic:08x} was expected; "
+            "it is not the IDX file its name says."
+        )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{source} is {len(data)} bytes long, too short for its {header}-byte header.")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if ndim == 3 and dims[1:] != (28, 28):
         raise DataError(f"{source} holds images of {dims[1]}x{dims[2]} pixels, expected 28x28.")
     expected = header + int(np.prod(dims, dtype=np.int64))
     if len(data) != expected:
-        raise DataError(f"{source} is {len(data)} bytes long but its header {dims} implies {expected}; "
-                        "the file is truncated or damaged.")
+        raise DataError(
+            f"{source} is {len(data)} bytes long but its header {dims} implies {expected}; "
+            "the file is truncated or damaged."
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
@@ -76,14 +80,18 @@ def read_idx_split(directory: str | pathlib.Path, split: str, gz_only: bool = Fa
     img_path, lab_path = find_idx_file(directory, img_name, gz_only), find_idx_file(directory, lab_name, gz_only)
     missing = [n for n, p in ((img_name, img_path), (lab_name, lab_path)) if p is None]
     if missing:
-        raise DataError(f"{directory} lacks {' and '.join(missing)} (optionally .gz) for the {split} split; "
-                        f"put the canonical IDX files there or drop --data-dir.")
+        raise DataError(
+            f"{directory} lacks {' and '.join(missing)} (optionally .gz) for the {split} split; "
+            f"put the canonical IDX files there or drop --data-dir."
+        )
     assert img_path is not None and lab_path is not None
     images = read_idx_file(img_path, IMAGES_MAGIC)
     labels = read_idx_file(lab_path, LABELS_MAGIC)
     if images.shape[0] != labels.shape[0]:
-        raise DataError(f"{img_path} holds {images.shape[0]} images but {lab_path} holds {labels.shape[0]} labels; "
-                        "they must come from the same split.")
+        raise DataError(
+            f"{img_path} holds {images.shape[0]} images but {lab_path} holds {labels.shape[0]} labels; "
+            "they must come from the same split."
+        )
     if labels.size and labels.max() > 9:
         raise DataError(f"{lab_path} holds label {labels.max()}, expected labels in [0, 9].")
     return images, labels.astype(np.int64)

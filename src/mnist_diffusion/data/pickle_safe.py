@@ -61,7 +61,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         return resolver()
 
     def persistent_load(self, pid: Any) -> Any:
-        raise DataError(f"{self.source} uses a persistent id, which plain numpy arrays never need; refusing to read it.")
+        raise DataError(
+            f"{self.source} uses a persistent id, which plain numpy arrays never need; refusing to read it."
+        )
 
 
 def load_numpy_pickle(data: bytes | BinaryIO, source: str) -> Any:
@@ -77,8 +79,10 @@ def load_numpy_pickle(data: bytes | BinaryIO, source: str) -> Any:
     except DataError:
         raise
     except Exception as exc:  # any malformed stream: truncated, bad opcode, bad numpy state
-        raise DataError(f"{source} is not a readable numpy pickle ({type(exc).__name__}: {exc}); "
-                        "reinstall it or point --data-dir at IDX files.") from exc
+        raise DataError(
+            f"{source} is not a readable numpy pickle ({type(exc).__name__}: {exc}); "
+            "reinstall it or point --data-dir at IDX files."
+        ) from exc
     _reject_object_arrays(obj, source)
     return obj
 

@@ -166,14 +166,20 @@ class Denoiser:
         self.num_classes = num_classes_of(net)
         self.guidance_input = takes_guidance(net)
         if guide is not None and (self.guidance_input or takes_guidance(guide) or not num_classes_of(guide)):
-            raise UserError("Autoguidance needs a guided class-conditional model and a guide of the same kind; "
-                            "a distilled student or an unconditional model cannot take part.")
+            raise UserError(
+                "Autoguidance needs a guided class-conditional model and a guide of the same kind; "
+                "a distilled student or an unconditional model cannot take part."
+            )
         self._cache: dict[float, tuple[float, float]] = {}
         self._check_conditioning(labels, guidance, guidance_interval)
         self.labels, self.guidance, self.guidance_interval = labels, _scale(guidance), guidance_interval
 
-    def bind(self, labels: torch.Tensor | None = None, guidance: float = 1.0,
-             guidance_interval: tuple[float, float] | None = None) -> Denoiser:
+    def bind(
+        self,
+        labels: torch.Tensor | None = None,
+        guidance: float = 1.0,
+        guidance_interval: tuple[float, float] | None = None,
+    ) -> Denoiser:
         """The same denoiser with other conditioning (it shares the coefficient cache)."""
         other = Denoiser.__new__(Denoiser)
         other.__dict__.update(self.__dict__)
@@ -184,15 +190,19 @@ class Denoiser:
     def _check_conditioning(self, labels, guidance, interval) -> None:
         if torch.is_tensor(guidance):
             if guidance.ndim != 1 or not bool(torch.isfinite(guidance).all() and (guidance >= 0).all()):
-                raise UserError(f"Per-sample guidance scales must be a 1-D tensor of finite numbers >= 0, got "
-                                f"shape {tuple(guidance.shape)}.")
+                raise UserError(
+                    f"Per-sample guidance scales must be a 1-D tensor of finite numbers >= 0, got "
+                    f"shape {tuple(guidance.shape)}."
+                )
             if labels is None or guidance.shape[0] != labels.shape[0]:
                 raise UserError("Per-sample guidance scales need one class label per scale.")
         elif not math.isfinite(guidance) or guidance < 0:
             raise UserError(f"The guidance scale must be a finite number >= 0, got {guidance}.")
         if interval is not None and self.guidance_input:
-            raise UserError("This model has its guidance distilled in, so a guidance interval does not apply; "
-                            "leave the guidance interval out.")
+            raise UserError(
+                "This model has its guidance distilled in, so a guidance interval does not apply; "
+                "leave the guidance interval out."
+            )
         if labels is not None:
             if self.num_classes == 0:
                 raise UserError("This model is unconditional, so it takes no class labels; sample without them.")
@@ -212,8 +222,9 @@ class Denoiser:
                     f"Guidance scale {guidance} needs class labels to guide towards; pass labels or use guidance 1."
                 )
         if interval is not None and not (len(interval) == 2 and 0 <= interval[0] < interval[1]):
-            raise UserError(f"A guidance interval is two noise levels (low, high) with 0 <= low < high, "
-                            f"got {tuple(interval)}.")
+            raise UserError(
+                f"A guidance interval is two noise levels (low, high) with 0 <= low < high, got {tuple(interval)}."
+            )
 
     def _scalar_coefficients(self, t: float) -> tuple[float, float]:
         """(alpha, sigma) for one timestep as Python floats, cached: samplers revisit the same grid points

@@ -59,8 +59,14 @@ class FlowPath:
         return alpha * x0 + sigma * eps
 
 
-def sample_times(batch: int, kind: str = "uniform", mean: float = 0.0, std: float = 1.0,
-                 generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_times(
+    batch: int,
+    kind: str = "uniform",
+    mean: float = 0.0,
+    std: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Training times (B,) in (0, 1): uniform, or logit-normal (Esser et al. 2024: sigmoid of N(mean, std^2),
     which puts more training where the middle of the path is hardest)."""
     if kind == "uniform":
@@ -89,8 +95,13 @@ def _check_grid(ts: list[float]) -> list[float]:
 
 
 @torch.no_grad()
-def sample_euler(denoiser: Denoise, x: torch.Tensor, ts: list[float], generator: torch.Generator | None = None,
-                 callback: Callback | None = None):
+def sample_euler(
+    denoiser: Denoise,
+    x: torch.Tensor,
+    ts: list[float],
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+):
     """Euler steps of dx/dt = (x - x0) / t over the grid: x_s = (s / t) x_t + (1 - s / t) x0. Returns x at 0."""
     ts = _check_grid(ts)
     steps = len(ts) - 1
@@ -102,8 +113,13 @@ def sample_euler(denoiser: Denoise, x: torch.Tensor, ts: list[float], generator:
 
 
 @torch.no_grad()
-def sample_heun(denoiser: Denoise, x: torch.Tensor, ts: list[float], generator: torch.Generator | None = None,
-                callback: Callback | None = None):
+def sample_heun(
+    denoiser: Denoise,
+    x: torch.Tensor,
+    ts: list[float],
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+):
     """Heun's second-order method (the trapezoid rule with an Euler predictor, Karras et al. 2022 alg. 1) on
     dx/dt = (x - x0) / t; the last step, to t = 0 where the slope has no second point, is Euler. Two network
     evaluations a step but the last."""
@@ -123,8 +139,13 @@ def sample_heun(denoiser: Denoise, x: torch.Tensor, ts: list[float], generator: 
 
 
 @torch.no_grad()
-def sample_midpoint(denoiser: Denoise, x: torch.Tensor, ts: list[float], generator: torch.Generator | None = None,
-                    callback: Callback | None = None):
+def sample_midpoint(
+    denoiser: Denoise,
+    x: torch.Tensor,
+    ts: list[float],
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+):
     """The explicit midpoint method on dx/dt = (x - x0) / t: the slope at half a step decides the whole step;
     the last step, to t = 0, is Euler (x0 itself), as in `sample_heun`. Two network evaluations a step but the
     last. `generator` is unused here and in the other ODE samplers (no noise is drawn)."""
@@ -143,10 +164,18 @@ def sample_midpoint(denoiser: Denoise, x: torch.Tensor, ts: list[float], generat
     return x
 
 
-def flow_matching_loss(net: Callable[..., torch.Tensor], x0: torch.Tensor, prediction: str = "velocity",
-                       labels: torch.Tensor | None = None, num_classes: int = 0, label_dropout: float = 0.0,
-                       time_sampling: str = "uniform", mean: float = 0.0, std: float = 1.0,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def flow_matching_loss(
+    net: Callable[..., torch.Tensor],
+    x0: torch.Tensor,
+    prediction: str = "velocity",
+    labels: torch.Tensor | None = None,
+    num_classes: int = 0,
+    label_dropout: float = 0.0,
+    time_sampling: str = "uniform",
+    mean: float = 0.0,
+    std: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Conditional flow matching (Lipman et al. 2023): t from `sample_times`, eps ~ N(0, I), x_t on the straight
     path, MSE of net(x_t, 1000 t, labels) to the `prediction` target (velocity eps - x0, or x0, or eps). Labels
     are dropped to the "no label" class `num_classes` with probability `label_dropout` (classifier-free

@@ -29,8 +29,9 @@ from mnist_diffusion.diffusion.schedule import NoiseSchedule
 from mnist_diffusion.diffusion.steps import Callback, visit
 
 
-def replacement(schedule: NoiseSchedule, known: torch.Tensor, mask: torch.Tensor,
-                generator: torch.Generator | None = None) -> Callback:
+def replacement(
+    schedule: NoiseSchedule, known: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+) -> Callback:
     """A sampling callback that puts the known region of x_t back on q(x_t | known) at every step."""
 
     def callback(step: dict) -> torch.Tensor:
@@ -55,8 +56,13 @@ def projection(schedule: NoiseSchedule, paste: Callable[[torch.Tensor], torch.Te
 
 @torch.no_grad()
 def sample_repaint(
-    denoiser: Denoiser, x: torch.Tensor, timesteps, resample: int = 2, eta: float = 1.0,
-    generator: torch.Generator | None = None, callback: Callback | None = None,
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps,
+    resample: int = 2,
+    eta: float = 1.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
 ) -> torch.Tensor:
     """RePaint's resampling (Lugmayr et al. 2022, alg. 1, jump length 1) over a descending grid, DDIM(eta) steps.
 

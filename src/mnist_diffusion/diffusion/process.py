@@ -30,14 +30,23 @@ Paste = Callable[[torch.Tensor], torch.Tensor]
 class NoiseProcess(Protocol):
     noise: Literal["gaussian", "uniform"]  # the distribution sampling starts from
 
-    def sample(self, net: Net, z_T: torch.Tensor, settings: SampleConfig, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, callback: Callback | None = None, resample: int = 1,
-               guide: Net | None = None) -> torch.Tensor: ...
+    def sample(
+        self,
+        net: Net,
+        z_T: torch.Tensor,
+        settings: SampleConfig,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+        resample: int = 1,
+        guide: Net | None = None,
+    ) -> torch.Tensor: ...
 
     def projection(self, paste: Paste) -> Callback: ...
 
-    def replacement(self, known: torch.Tensor, mask: torch.Tensor,
-                    generator: torch.Generator | None = None) -> Callback: ...
+    def replacement(
+        self, known: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Callback: ...
 
 
 class DDPMProcess:
@@ -49,11 +58,24 @@ class DDPMProcess:
         self.schedule = make_schedule(diffusion.schedule, diffusion.timesteps)
         self.prediction = diffusion.prediction
 
-    def denoiser(self, net: Net, labels: torch.Tensor | None = None, guidance: float = 1.0,
-                 guidance_interval: tuple[float, float] | None = None, guide: Net | None = None) -> Denoiser:
+    def denoiser(
+        self,
+        net: Net,
+        labels: torch.Tensor | None = None,
+        guidance: float = 1.0,
+        guidance_interval: tuple[float, float] | None = None,
+        guide: Net | None = None,
+    ) -> Denoiser:
         """`net` as a denoiser D(x_t, t) -> (x0, eps) with this conditioning (and an autoguidance `guide`)."""
-        return Denoiser(net, self.schedule, self.prediction, labels=labels, guidance=guidance,
-                        guidance_interval=guidance_interval, guide=guide)
+        return Denoiser(
+            net,
+            self.schedule,
+            self.prediction,
+            labels=labels,
+            guidance=guidance,
+            guidance_interval=guidance_interval,
+            guide=guide,
+        )
 
     def sample(self, net, z_T, settings, labels=None, generator=None, callback=None, resample=1, guide=None):
         """x0 (B, C, H, W) from z_T ~ N(0, I) with `settings`' sampler; resample > 1 walks the grid with RePaint's
@@ -63,8 +85,16 @@ class DDPMProcess:
         if resample > 1:
             grid = sampling_grid(self.schedule, settings.steps, settings.spacing)
             return sample_repaint(denoiser, z_T, grid, resample, eta=1.0, generator=generator, callback=callback)
-        return samplers.sample(settings.sampler, denoiser, z_T, settings.steps, spacing=settings.spacing,
-                               generator=generator, callback=callback, eta=settings.eta)
+        return samplers.sample(
+            settings.sampler,
+            denoiser,
+            z_T,
+            settings.steps,
+            spacing=settings.spacing,
+            generator=generator,
+            callback=callback,
+            eta=settings.eta,
+        )
 
     def projection(self, paste: Paste) -> Callback:
         return projection(self.schedule, paste)
@@ -128,6 +158,8 @@ PROCESSES: dict[str, Callable[[DiffusionConfig], NoiseProcess]] = {
 def make_process(diffusion: DiffusionConfig) -> NoiseProcess:
     """The process a model's `diffusion` config names."""
     if diffusion.kind not in PROCESSES:
-        raise UserError(f"A {diffusion.kind!r} model has no noise process to sample; choose a diffusion model "
-                        f"({', '.join(PROCESSES)}).")
+        raise UserError(
+            f"A {diffusion.kind!r} model has no noise process to sample; choose a diffusion model "
+            f"({', '.join(PROCESSES)})."
+        )
     return PROCESSES[diffusion.kind](diffusion)

@@ -32,9 +32,7 @@ def prepare_grid(schedule: NoiseSchedule, timesteps, end: float | None = None) -
     with `end`, by alpha_bar at timestep `end`, below the grid: a solve over part of the path)."""
     grid = torch.as_tensor(timesteps).detach().cpu()
     if grid.ndim != 1 or grid.numel() == 0:
-        raise UserError(
-            f"A sampling grid must be a non-empty 1-D list of timesteps, got shape {tuple(grid.shape)}."
-        )
+        raise UserError(f"A sampling grid must be a non-empty 1-D list of timesteps, got shape {tuple(grid.shape)}.")
     if (grid[1:] >= grid[:-1]).any():
         raise UserError(f"A sampling grid must be strictly descending, got {grid.tolist()}.")
     ab = schedule.alpha_bar(grid)
@@ -53,7 +51,10 @@ def gaussian_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.T
 
 @torch.no_grad()
 def sample_ddpm(
-    denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps,
+    generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Ancestral sampling, Ho et al. (2020) alg. 2, via the posterior q(x_s | x_t, x0) between grid points."""
@@ -74,8 +75,13 @@ def sample_ddpm(
 
 @torch.no_grad()
 def sample_ddim(
-    denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
-    callback: Callback | None = None, eta: float = 0.0, end: float | None = None,
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    eta: float = 0.0,
+    end: float | None = None,
 ) -> torch.Tensor:
     """DDIM, Song et al. (2021) eq. 12; eta=0 is deterministic, eta=1 matches DDPM ancestral sampling.
 
@@ -103,8 +109,12 @@ def sample_ddim(
 
 @torch.no_grad()
 def sample_dpmpp_2m(
-    denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
-    callback: Callback | None = None, end: float | None = None,
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    end: float | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M), Lu et al. (2022) alg. 2: multistep data prediction in lambda = log(alpha/sigma).
 
@@ -135,7 +145,10 @@ def sample_dpmpp_2m(
 
 @torch.no_grad()
 def sample_heun(
-    denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps,
+    generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Deterministic Heun, Karras et al. (2022) alg. 1, in VE sigma space; the last step to sigma=0 is Euler.
@@ -166,7 +179,10 @@ def sample_heun(
 
 @torch.no_grad()
 def sample_consistency(
-    denoiser: Denoiser, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps,
+    generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Multistep consistency sampling, Song et al. (2023) alg. 1: jump to x0, then noise it afresh to the next
@@ -243,17 +259,42 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec("ddpm", sample_ddpm, ("ddpm",), "ancestral sampling, Ho et al. 2020", stochastic=True),
         SamplerSpec("ddim", sample_ddim, ("ddpm",), "DDIM, Song et al. 2021; eta > 0 adds noise", takes_eta=True),
         SamplerSpec("dpmpp_2m", sample_dpmpp_2m, ("ddpm",), "DPM-Solver++(2M), Lu et al. 2022"),
-        SamplerSpec("heun", sample_heun, ("ddpm", "flow"), "Heun's 2nd-order ODE solver, Karras et al. 2022",
-                    evaluations_per_step=2, can_resample=False, variants=(("flow", flow.sample_heun),)),
-        SamplerSpec("euler", flow.sample_euler, ("flow",), "Euler steps of the flow ODE, Lipman et al. 2023",
-                    can_resample=False),
-        SamplerSpec("midpoint", flow.sample_midpoint, ("flow",), "the explicit midpoint method on the flow ODE",
-                    evaluations_per_step=2, can_resample=False),
-        SamplerSpec("consistency", sample_consistency, ("ddpm",),
-                    "multistep consistency sampling, Song et al. 2023; for consistency-distilled models",
-                    stochastic=True, needs_distilled=True),
-        SamplerSpec("tutorial", sample_tutorial, ("tutorial",), "the seed tutorial's own sampler",
-                    can_resample=False, takes="network"),
+        SamplerSpec(
+            "heun",
+            sample_heun,
+            ("ddpm", "flow"),
+            "Heun's 2nd-order ODE solver, Karras et al. 2022",
+            evaluations_per_step=2,
+            can_resample=False,
+            variants=(("flow", flow.sample_heun),),
+        ),
+        SamplerSpec(
+            "euler", flow.sample_euler, ("flow",), "Euler steps of the flow ODE, Lipman et al. 2023", can_resample=False
+        ),
+        SamplerSpec(
+            "midpoint",
+            flow.sample_midpoint,
+            ("flow",),
+            "the explicit midpoint method on the flow ODE",
+            evaluations_per_step=2,
+            can_resample=False,
+        ),
+        SamplerSpec(
+            "consistency",
+            sample_consistency,
+            ("ddpm",),
+            "multistep consistency sampling, Song et al. 2023; for consistency-distilled models",
+            stochastic=True,
+            needs_distilled=True,
+        ),
+        SamplerSpec(
+            "tutorial",
+            sample_tutorial,
+            ("tutorial",),
+            "the seed tutorial's own sampler",
+            can_resample=False,
+            takes="network",
+        ),
     )
 }
 
@@ -261,8 +302,11 @@ SAMPLERS: dict[str, SamplerSpec] = {
 def names(kind: str | None = None, *, for_any_model: bool = False) -> tuple[str, ...]:
     """The samplers of diffusion kind `kind` (None: all), in registry order; `for_any_model` leaves out those that
     need a network distilled for them (what to offer for an ordinary model)."""
-    return tuple(s.name for s in SAMPLERS.values()
-                 if (kind is None or kind in s.kinds) and not (for_any_model and s.needs_distilled))
+    return tuple(
+        s.name
+        for s in SAMPLERS.values()
+        if (kind is None or kind in s.kinds) and not (for_any_model and s.needs_distilled)
+    )
 
 
 def get(name: str) -> SamplerSpec:
@@ -277,8 +321,9 @@ def check(name: str, kind: str) -> SamplerSpec:
     allowed = names(kind)
     if not allowed:
         served = sorted({k for s in SAMPLERS.values() for k in s.kinds})
-        raise ConfigError(f"A model of diffusion kind {kind!r} has no sampler; samplers serve the kinds "
-                          f"{', '.join(served)}.")
+        raise ConfigError(
+            f"A model of diffusion kind {kind!r} has no sampler; samplers serve the kinds {', '.join(served)}."
+        )
     if name not in allowed:
         what = f"Unknown sampler {name!r} for" if name not in SAMPLERS else f"The sampler {name!r} does not fit"
         raise ConfigError(f"{what} a model of diffusion kind {kind!r}; choose one of: {', '.join(allowed)}.")
@@ -304,8 +349,10 @@ def check_resample(name: str, kind: str) -> None:
     """Refuse RePaint's resampling (resample > 1, DDIM steps) for a sampler that cannot stand aside for it."""
     if not get(name).can_resample:
         able = [n for n in names(kind, for_any_model=True) if SAMPLERS[n].can_resample]
-        raise ConfigError(f"RePaint resampling (resample > 1) steps with DDIM; the {name!r} sampler cannot resample: "
-                          f"use resample=1{', or sampler ' + ' / '.join(able) if able else ''}.")
+        raise ConfigError(
+            f"RePaint resampling (resample > 1) steps with DDIM; the {name!r} sampler cannot resample: "
+            f"use resample=1{', or sampler ' + ' / '.join(able) if able else ''}."
+        )
 
 
 def sample(
@@ -326,7 +373,9 @@ def sample(
     """
     spec = get(name)
     if spec.takes != "denoiser":
-        raise UserError(f"The {name!r} sampler takes the network itself, not a denoiser; call {spec.function.__name__}.")
+        raise UserError(
+            f"The {name!r} sampler takes the network itself, not a denoiser; call {spec.function.__name__}."
+        )
     check(name, "ddpm")  # a timestep grid of DDPM's schedule; flows walk their own (`process.FlowProcess`)
     if not isinstance(steps, int) or steps < 1:
         raise UserError(f"The number of sampling steps must be a whole number >= 1, got {steps!r}.")

@@ -26,8 +26,7 @@ def linear_betas(timesteps: int) -> torch.Tensor:
     scale = 1000.0 / timesteps
     if scale * 0.02 >= 1.0:
         raise UserError(
-            f"The linear schedule needs timesteps > 20 (its last beta would reach 1), "
-            f"got timesteps={timesteps}."
+            f"The linear schedule needs timesteps > 20 (its last beta would reach 1), got timesteps={timesteps}."
         )
     return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
 

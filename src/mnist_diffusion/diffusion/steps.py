@@ -44,6 +44,8 @@ def visit(callback: Callback | None, i: int, t: float, steps: int, x: torch.Tens
     if out is None:
         return x
     if not torch.is_tensor(out) or out.shape != x.shape:
-        raise UserError(f"A sampling callback returned {type(out).__name__} "
-                        f"{tuple(getattr(out, 'shape', ()))}; return None or a tensor shaped like x_t {tuple(x.shape)}.")
+        raise UserError(
+            f"A sampling callback returned {type(out).__name__} "
+            f"{tuple(getattr(out, 'shape', ()))}; return None or a tensor shaped like x_t {tuple(x.shape)}."
+        )
     return out.to(x)

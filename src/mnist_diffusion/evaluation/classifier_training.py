@@ -60,21 +60,25 @@ def accuracy(net: FeatureNet, images: np.ndarray, labels: np.ndarray, batch_size
     net.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start:start + batch_size]).to(torch.float32).unsqueeze(1) / 255.0
-        correct += int((net(x).argmax(1).numpy() == labels[start:start + batch_size]).sum())
+        x = torch.from_numpy(images[start : start + batch_size]).to(torch.float32).unsqueeze(1) / 255.0
+        correct += int((net(x).argmax(1).numpy() == labels[start : start + batch_size]).sum())
     return correct / len(images)
 
 
-def train_evaluator(cfg: EvaluatorTrainConfig, train: tuple[np.ndarray, np.ndarray],
-                    test: tuple[np.ndarray, np.ndarray], arch: EvaluatorConfig | None = None,
-                    log: Callable[[str], None] = print) -> TrainResult:
+def train_evaluator(
+    cfg: EvaluatorTrainConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    arch: EvaluatorConfig | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Train a FeatureNet on (uint8 images (N,28,28), int64 labels (N,)) and measure test accuracy; `arch`
     defaults to `EvaluatorConfig()`."""
     arch = arch if arch is not None else EvaluatorConfig()
     started = time.perf_counter()
     images, labels = train
     if cfg.limit is not None:
-        images, labels = images[:cfg.limit], labels[:cfg.limit]
+        images, labels = images[: cfg.limit], labels[: cfg.limit]
     x_all = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).unsqueeze(1) / 255.0
     y_all = torch.from_numpy(np.ascontiguousarray(labels)).to(torch.int64)
 
@@ -84,14 +88,16 @@ def train_evaluator(cfg: EvaluatorTrainConfig, train: tuple[np.ndarray, np.ndarr
     steps_per_epoch = -(-len(x_all) // cfg.batch_size)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    log(f"training evaluator on {cfg.dataset}: {len(x_all)} images, {count_parameters(net):,} parameters, "
-        f"{cfg.epochs} epochs of {steps_per_epoch} steps")
+    log(
+        f"training evaluator on {cfg.dataset}: {len(x_all)} images, {count_parameters(net):,} parameters, "
+        f"{cfg.epochs} epochs of {steps_per_epoch} steps"
+    )
     for epoch in range(cfg.epochs):
         net.train()
         order = torch.randperm(len(x_all), generator=generator)
         total, seen = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
+            idx = order[start : start + cfg.batch_size]
             x = random_shift(x_all[idx], cfg.max_shift, generator)
             loss = F.cross_entropy(net(x), y_all[idx])
             opt.zero_grad(set_to_none=True)
@@ -100,8 +106,7 @@ def train_evaluator(cfg: EvaluatorTrainConfig, train: tuple[np.ndarray, np.ndarr
             sched.step()
             total += loss.item() * len(idx)
             seen += len(idx)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {total / seen:.4f} "
-            f"({time.perf_counter() - started:.0f} s)")
+        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {total / seen:.4f} ({time.perf_counter() - started:.0f} s)")
     test_acc = accuracy(net, *test)
     seconds = time.perf_counter() - started
     log(f"test accuracy {test_acc:.4%} on {len(test[0])} images; {seconds:.0f} s in all")

@@ -51,9 +51,11 @@ def shipped_name(dataset: str) -> str:
     name = f"evaluator-{dataset}"
     if not assets.is_packaged(name, "evaluator"):
         shipped = ", ".join(n.removeprefix("evaluator-") for n in assets.names("evaluator"))
-        raise UserError(f"no evaluator is shipped for dataset {dataset!r} (shipped: {shipped}); train one with "
-                        f"`mnist-diffusion classifier train --dataset {dataset} --out FILE` and pass it with "
-                        "--evaluator FILE.")
+        raise UserError(
+            f"no evaluator is shipped for dataset {dataset!r} (shipped: {shipped}); train one with "
+            f"`mnist-diffusion classifier train --dataset {dataset} --out FILE` and pass it with "
+            "--evaluator FILE."
+        )
     return name
 
 
@@ -64,24 +66,31 @@ def load_evaluator_file(path: pathlib.Path | str, expected_sha256: str | None) -
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise UserError(f"cannot read evaluator weights {path} ({e.strerror}); reinstall the package or "
-                        "re-create the file with `mnist-diffusion evaluator train`.") from None
+        raise UserError(
+            f"cannot read evaluator weights {path} ({e.strerror}); reinstall the package or "
+            "re-create the file with `mnist-diffusion evaluator train`."
+        ) from None
     actual = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and actual != expected_sha256:
-        raise UserError(f"evaluator weights {path} have sha256 {actual} but {expected_sha256} was expected; "
-                        "the file was changed or replaced, so its scores would not be comparable -- reinstall "
-                        "the package or restore the file.")
+        raise UserError(
+            f"evaluator weights {path} have sha256 {actual} but {expected_sha256} was expected; "
+            "the file was changed or replaced, so its scores would not be comparable -- reinstall "
+            "the package or restore the file."
+        )
     try:
         tensors = load_safetensors_bytes(data)
         metadata = _read_metadata(data)
     except (SafetensorError, ValueError) as e:
         raise UserError(f"evaluator weights {path} are not a readable safetensors file ({e}).") from None
     if metadata.get("format") != FORMAT:
-        raise UserError(f"{path} is not an evaluator file (metadata 'format' is {metadata.get('format')!r}, "
-                        f"expected {FORMAT!r}).")
+        raise UserError(
+            f"{path} is not an evaluator file (metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r})."
+        )
     if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise UserError(f"{path} has evaluator format_version {metadata.get('format_version')!r}; this version "
-                        f"of mnist-diffusion reads {FORMAT_VERSION}.")
+        raise UserError(
+            f"{path} has evaluator format_version {metadata.get('format_version')!r}; this version "
+            f"of mnist-diffusion reads {FORMAT_VERSION}."
+        )
     net = FeatureNet(EvaluatorConfig.from_json(metadata.get("config", "{}"), source=str(path)))
     try:
         net.load_state_dict(tensors, strict=True)
@@ -99,7 +108,7 @@ def _read_metadata(data: bytes) -> dict[str, str]:
     if len(data) < 8:
         raise ValueError("file shorter than a safetensors header")
     n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     return dict(header.get("__metadata__", {}))
 
 
@@ -124,7 +133,6 @@ def load_evaluator(dataset: str = "mnist", path: pathlib.Path | str | None = Non
     except OSError:
         mtime = -1  # let load_evaluator_file produce the message
     return _load_cached(str(file), expected, mtime)
-
 
 
 _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64", torch.float16: "F16", torch.bfloat16: "BF16"}
@@ -152,8 +160,12 @@ def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, 
 
 def save_evaluator(net: FeatureNet, path: pathlib.Path | str, metadata: dict[str, str]) -> str:
     """Write `net` with its config and `metadata` (str -> str) to `path`; returns the file's sha256."""
-    meta = {**{k: str(v) for k, v in metadata.items()}, "format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "config": net.config.to_json()}
+    meta = {
+        **{k: str(v) for k, v in metadata.items()},
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": net.config.to_json(),
+    }
     data = canonical_safetensors(net.state_dict(), meta)
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()

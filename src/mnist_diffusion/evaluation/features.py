@@ -18,7 +18,7 @@ def extract(evaluator: Evaluator, images: np.ndarray, batch_size: int = 1000) ->
     images = np.asarray(images)
     feats, preds = [], []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(torch.float32)
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(torch.float32)
         f = evaluator.net.features((x / 255.0).unsqueeze(1))
         feats.append(f.double().numpy())
         preds.append(evaluator.net.head(f).argmax(1).numpy().astype(np.int64))

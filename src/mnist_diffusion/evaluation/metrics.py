@@ -93,8 +93,9 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float(term_xx + term_yy - 2.0 * k_xy.mean())
 
 
-def kernel_inception_distance(features: np.ndarray, ref_features: np.ndarray, subsets: int = 100,
-                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float, int]:
+def kernel_inception_distance(
+    features: np.ndarray, ref_features: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float, int]:
     """KID: mean and standard deviation of unbiased MMD^2 over `subsets` random subset pairs.
 
     Each pair draws min(subset_size, N, N_ref) rows from each set without replacement (as in
@@ -123,19 +124,19 @@ def knn_radii(features: np.ndarray, k: int = 3, chunk: int = 2048) -> np.ndarray
         raise ValueError(f"k-nearest-neighbour radii with k={k} need more than {k} points, got {len(f)}")
     radii = np.empty(len(f))
     for start in range(0, len(f), chunk):
-        d = _squared_distances(f[start:start + chunk], f)
+        d = _squared_distances(f[start : start + chunk], f)
         # position 0 of each sorted row is the point itself (distance 0), so the k-th neighbour is at k.
-        radii[start:start + chunk] = np.sqrt(np.partition(d, k, axis=1)[:, k])
+        radii[start : start + chunk] = np.sqrt(np.partition(d, k, axis=1)[:, k])
     return radii
 
 
 def _inside_manifold(queries: np.ndarray, support: np.ndarray, radii: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """For each query row: is it within radii[j] of some support row j? (Nq,) bool."""
     inside = np.empty(len(queries), dtype=bool)
-    r2 = radii ** 2
+    r2 = radii**2
     for start in range(0, len(queries), chunk):
-        d = _squared_distances(queries[start:start + chunk], support)
-        inside[start:start + chunk] = (d <= r2[None, :]).any(axis=1)
+        d = _squared_distances(queries[start : start + chunk], support)
+        inside[start : start + chunk] = (d <= r2[None, :]).any(axis=1)
     return inside
 
 
@@ -181,8 +182,9 @@ def label_accuracy(predicted: np.ndarray, requested: np.ndarray) -> float:
 COPY_RATIO = 1.0 / 3.0
 
 
-def nearest_neighbours(queries: np.ndarray, base: np.ndarray, skip: np.ndarray | None = None,
-                       chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    queries: np.ndarray, base: np.ndarray, skip: np.ndarray | None = None, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean nearest neighbour in `base` (M, D) of each row of `queries` (N, D).
 
     Returns (distance float64 (N,), index int64 (N,)). `skip` (N,) optionally names, per query, one
@@ -195,17 +197,20 @@ def nearest_neighbours(queries: np.ndarray, base: np.ndarray, skip: np.ndarray |
     b_sq = (b32 * b32).sum(1)
     index = np.empty(len(q32), dtype=np.int64)
     for start in range(0, len(q32), chunk):
-        q = q32[start:start + chunk]
+        q = q32[start : start + chunk]
         d = b_sq[None, :] - 2.0 * (q @ b32.T)  # |q|^2 is the same along a row, so it cannot change argmin
         if skip is not None:
-            d[torch.arange(len(q)), torch.from_numpy(np.asarray(skip[start:start + chunk], dtype=np.int64))] = float("inf")
-        index[start:start + chunk] = d.argmin(dim=1).numpy()
+            d[torch.arange(len(q)), torch.from_numpy(np.asarray(skip[start : start + chunk], dtype=np.int64))] = float(
+                "inf"
+            )
+        index[start : start + chunk] = d.argmin(dim=1).numpy()
     diff = _f64(queries) - _f64(np.asarray(base)[index])  # index first: never copy all of base to float64
     return np.sqrt((diff * diff).sum(1)), index
 
 
-def memorisation(distances: np.ndarray, neighbour_index: np.ndarray, train_nn_distances: np.ndarray,
-                 copy_ratio: float = COPY_RATIO) -> dict:
+def memorisation(
+    distances: np.ndarray, neighbour_index: np.ndarray, train_nn_distances: np.ndarray, copy_ratio: float = COPY_RATIO
+) -> dict:
     """Near-copy statistics from nearest-training-image distances (pixel space, images in [0, 1]).
 
     For sample i with nearest training image j at distance d_i, let s_j be the distance from training

@@ -48,13 +48,14 @@ class EvaluatorConfig:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
-            raise UserError(f"{source}: 'config' is not valid JSON ({e}); re-create the file with "
-                            "`mnist-diffusion evaluator train`.") from None
+            raise UserError(
+                f"{source}: 'config' is not valid JSON ({e}); re-create the file with "
+                "`mnist-diffusion evaluator train`."
+            ) from None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise UserError(f"{source}: unknown evaluator config key {unknown[0]!r}; "
-                            f"known keys are {sorted(known)}.")
+            raise UserError(f"{source}: unknown evaluator config key {unknown[0]!r}; known keys are {sorted(known)}.")
         for key in ("widths", "depths"):
             if key in raw:
                 raw[key] = tuple(int(w) for w in raw[key])
@@ -63,8 +64,7 @@ class EvaluatorConfig:
 
 def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
     # bias=False: the BatchNorm shift that follows makes a conv bias redundant.
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 class FeatureNet(nn.Module):

@@ -25,8 +25,15 @@ def _setup(dataset: str, data_dir: str | None) -> tuple[Evaluator, ReferenceStat
     return evaluator, reference_stats(evaluator, dataset, images, "test")
 
 
-def quick_kid(images: np.ndarray, labels: np.ndarray | None = None, dataset: str = "mnist",
-              subsets: int = 20, subset_size: int = 500, seed: int = 0, data_dir: str | None = None) -> dict:
+def quick_kid(
+    images: np.ndarray,
+    labels: np.ndarray | None = None,
+    dataset: str = "mnist",
+    subsets: int = 20,
+    subset_size: int = 500,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> dict:
     """KID of uint8 samples (N, 28, 28) against the test set, plus label accuracy if labels (N,) are given.
 
     Returns {'n', 'kid_mean', 'kid_std', 'kid_subset_size', 'class_entropy_bits', 'label_accuracy'?,
@@ -39,9 +46,14 @@ def quick_kid(images: np.ndarray, labels: np.ndarray | None = None, dataset: str
     evaluator, ref = _setup(dataset, data_dir)
     features, predicted = extract(evaluator, images)
     mean, std, m = M.kernel_inception_distance(features, ref.features, subsets, subset_size, seed)
-    out = {"n": len(images), "kid_mean": mean, "kid_std": std, "kid_subset_size": m,
-           "class_entropy_bits": M.class_entropy(M.class_counts(predicted, evaluator.net.config.num_classes)),
-           "evaluator_sha256": evaluator.sha256}
+    out = {
+        "n": len(images),
+        "kid_mean": mean,
+        "kid_std": std,
+        "kid_subset_size": m,
+        "class_entropy_bits": M.class_entropy(M.class_counts(predicted, evaluator.net.config.num_classes)),
+        "evaluator_sha256": evaluator.sha256,
+    }
     if labels is not None:
         out["label_accuracy"] = M.label_accuracy(predicted, labels)
     return out

@@ -75,9 +75,14 @@ def reference_stats(evaluator: Evaluator, dataset: str, images: np.ndarray, spli
     else:
         features, predicted = extract(evaluator, images)
         features = features.astype(np.float32).astype(np.float64)  # what the file will hold
-        _atomic_savez(path, features=features.astype(np.float32), predicted=predicted,
-                      evaluator_sha256=np.array(evaluator.sha256), data_sha256=np.array(data_sha),
-                      cache_version=np.array(CACHE_VERSION))
+        _atomic_savez(
+            path,
+            features=features.astype(np.float32),
+            predicted=predicted,
+            evaluator_sha256=np.array(evaluator.sha256),
+            data_sha256=np.array(data_sha),
+            cache_version=np.array(CACHE_VERSION),
+        )
     mu, sigma = feature_statistics(features)
     return ReferenceStats(dataset, split, features, predicted, mu, sigma, evaluator.sha256, data_sha)
 
@@ -85,8 +90,11 @@ def reference_stats(evaluator: Evaluator, dataset: str, images: np.ndarray, spli
 def _load_reference(path: pathlib.Path, evaluator_sha: str, data_sha: str) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
-            if (str(z["evaluator_sha256"]) != evaluator_sha or str(z["data_sha256"]) != data_sha
-                    or int(z["cache_version"]) != CACHE_VERSION):
+            if (
+                str(z["evaluator_sha256"]) != evaluator_sha
+                or str(z["data_sha256"]) != data_sha
+                or int(z["cache_version"]) != CACHE_VERSION
+            ):
                 return None
             features, predicted = z["features"].astype(np.float64), z["predicted"].astype(np.int64)
     except (OSError, KeyError, ValueError):
@@ -101,8 +109,9 @@ def pixels(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
 
 
-def train_self_distances(train_images: np.ndarray, needed: np.ndarray, dataset: str,
-                         train_pixels: np.ndarray | None = None) -> np.ndarray:
+def train_self_distances(
+    train_images: np.ndarray, needed: np.ndarray, dataset: str, train_pixels: np.ndarray | None = None
+) -> np.ndarray:
     """Distance from each training image to its nearest other training image, (N_train,) float64.
 
     Pixel space, images as uint8 / 255. Only entries in `needed` (indices) are guaranteed to be
@@ -128,4 +137,3 @@ def train_self_distances(train_images: np.ndarray, needed: np.ndarray, dataset: 
         dist[missing], _ = nearest_neighbours(flat[missing], flat, skip=missing)
         _atomic_savez(path, distances=dist, data_sha256=np.array(data_sha))
     return dist
-

@@ -32,19 +32,28 @@ PR_K = 3
 
 def check_samples(images, labels, source: str = "images") -> tuple[np.ndarray, np.ndarray | None]:
     """Validate samples: uint8 (N, 28, 28) images and, if given, integer labels (N,) in [0, 9]."""
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 3
+        or images.shape[1:] != (28, 28)
+    ):
         shape = getattr(images, "shape", None)
         dtype = getattr(images, "dtype", type(images).__name__)
-        raise UserError(f"{source}: 'images' must be a uint8 array of shape (N, 28, 28) with pixels 0-255, "
-                        f"got dtype {dtype} and shape {shape}.")
+        raise UserError(
+            f"{source}: 'images' must be a uint8 array of shape (N, 28, 28) with pixels 0-255, "
+            f"got dtype {dtype} and shape {shape}."
+        )
     if len(images) == 0:
         raise UserError(f"{source}: 'images' holds no images.")
     if labels is None:
         return images, None
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
-        raise UserError(f"{source}: 'labels' must be an integer array of shape ({len(images)},) matching "
-                        f"'images', got dtype {labels.dtype} and shape {labels.shape}.")
+        raise UserError(
+            f"{source}: 'labels' must be an integer array of shape ({len(images)},) matching "
+            f"'images', got dtype {labels.dtype} and shape {labels.shape}."
+        )
     if labels.min() < 0 or labels.max() > 9:
         raise UserError(f"{source}: 'labels' must lie in 0-9, found values from {labels.min()} to {labels.max()}.")
     return images, labels.astype(np.int64)
@@ -55,17 +64,22 @@ def read_samples(path: pathlib.Path, n: int | None = None) -> tuple[np.ndarray, 
     try:
         with np.load(path, allow_pickle=False) as z:
             if "images" not in z.files:
-                raise UserError(f"{path} has no 'images' array (found: {', '.join(z.files) or 'nothing'}); "
-                                "save samples as np.savez(path, images=uint8 (N, 28, 28), labels=int (N,)).")
+                raise UserError(
+                    f"{path} has no 'images' array (found: {', '.join(z.files) or 'nothing'}); "
+                    "save samples as np.savez(path, images=uint8 (N, 28, 28), labels=int (N,))."
+                )
             images = z["images"]
             labels = z["labels"] if "labels" in z.files else None
     except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise UserError(f"cannot read samples file {path} ({e}); it must be a .npz written by numpy "
-                        "without object arrays.") from None
+        raise UserError(
+            f"cannot read samples file {path} ({e}); it must be a .npz written by numpy without object arrays."
+        ) from None
     images, labels = check_samples(images, labels, source=str(path))
     if n is not None:
         if n > len(images):
-            raise UserError(f"{path} holds {len(images)} images but {n} were asked for; ask for {len(images)} or fewer.")
+            raise UserError(
+                f"{path} holds {len(images)} images but {n} were asked for; ask for {len(images)} or fewer."
+            )
         images, labels = images[:n], None if labels is None else labels[:n]
     return images, labels
 
@@ -75,13 +89,21 @@ def _check_counts(n: int, wanted: Iterable[str], source: str, explicit: bool) ->
         need = M.MIN_SAMPLES[name]
         if n < need:
             hint = "" if explicit else f", or leave {name} out with --metrics"
-            raise UserError(f"{source} holds {n} images but {name} needs at least {need}; "
-                            f"provide more samples{hint}.")
+            raise UserError(f"{source} holds {n} images but {name} needs at least {need}; provide more samples{hint}.")
 
 
-def score_set(images: np.ndarray, labels: np.ndarray | None, evaluator: Evaluator, ref: ReferenceStats,
-              train_images: np.ndarray | None, wanted: tuple[str, ...], kid_subsets: int = 100,
-              kid_subset_size: int = 1000, seed: int = 0, train_pixels: np.ndarray | None = None) -> dict:
+def score_set(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    evaluator: Evaluator,
+    ref: ReferenceStats,
+    train_images: np.ndarray | None,
+    wanted: tuple[str, ...],
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    train_pixels: np.ndarray | None = None,
+) -> dict:
     """All `wanted` metrics of one image set (uint8 (N,28,28)) against the reference statistics.
 
     train_images (uint8) are needed for memorisation only; train_pixels = pixels(train_images) may be
@@ -136,11 +158,20 @@ def baseline_labels(n: int, dataset: str = "mnist", seed: int = 0, data_dir: str
     return train_labels[_baseline_pick(len(train_labels), n, seed)[1]].astype(np.int64)
 
 
-def evaluate_images(images: np.ndarray, labels: np.ndarray | None = None, dataset: str = "mnist",
-                    ref_split: str = "test", kid_subsets: int = 100, kid_subset_size: int = 1000,
-                    with_baselines: bool = True, metrics: Iterable[str] | None = None,
-                    evaluator_path: str | None = None, data_dir: str | None = None, seed: int = 0,
-                    source: str = "images") -> dict:
+def evaluate_images(
+    images: np.ndarray,
+    labels: np.ndarray | None = None,
+    dataset: str = "mnist",
+    ref_split: str = "test",
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    with_baselines: bool = True,
+    metrics: Iterable[str] | None = None,
+    evaluator_path: str | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    source: str = "images",
+) -> dict:
     """Score uint8 samples (N, 28, 28) (with requested labels (N,) if conditional) against real data.
 
     metrics: subset of ALL_METRICS (default: all that apply; label accuracy only with labels).
@@ -156,39 +187,63 @@ def evaluate_images(images: np.ndarray, labels: np.ndarray | None = None, datase
     images, labels = check_samples(images, labels, source)
     if labels is None:
         if explicit and "label_accuracy" in wanted:
-            raise UserError(f"{source} has no 'labels' array, so label accuracy cannot be computed; save the "
-                            "requested class of each sample as 'labels' (int64, shape (N,)) or drop label_accuracy.")
+            raise UserError(
+                f"{source} has no 'labels' array, so label accuracy cannot be computed; save the "
+                "requested class of each sample as 'labels' (int64, shape (N,)) or drop label_accuracy."
+            )
         wanted = tuple(m for m in wanted if m != "label_accuracy")
     _check_counts(len(images), wanted, source, explicit)
 
     evaluator = load_evaluator(dataset, evaluator_path)
     if evaluator.dataset != dataset:
-        raise UserError(f"evaluator {evaluator.path} was trained on {evaluator.dataset!r}, not {dataset!r}; "
-                        f"pass --dataset {evaluator.dataset} or an evaluator trained on {dataset}.")
+        raise UserError(
+            f"evaluator {evaluator.path} was trained on {evaluator.dataset!r}, not {dataset!r}; "
+            f"pass --dataset {evaluator.dataset} or an evaluator trained on {dataset}."
+        )
     ref_images, _ = load_split(dataset, ref_split, data_dir)
     ref = reference_stats(evaluator, dataset, ref_images, ref_split)
     need_train = with_baselines or "memorisation" in wanted
     train_images, train_labels = load_split(dataset, "train", data_dir) if need_train else (None, None)
     train_pixels = pixels(train_images) if "memorisation" in wanted else None
-    common = {"evaluator": evaluator, "ref": ref, "train_images": train_images, "wanted": wanted,
-              "train_pixels": train_pixels, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "seed": seed}
+    common = {
+        "evaluator": evaluator,
+        "ref": ref,
+        "train_images": train_images,
+        "wanted": wanted,
+        "train_pixels": train_pixels,
+        "kid_subsets": kid_subsets,
+        "kid_subset_size": kid_subset_size,
+        "seed": seed,
+    }
 
     n = len(images)
     report = {
-        "dataset": dataset, "reference": {"split": ref_split, "n": ref.n, "data_sha256": ref.data_sha256},
-        "evaluator": {"sha256": evaluator.sha256, "path": str(evaluator.path),
-                      "test_accuracy": evaluator.metadata.get("test_accuracy")},
-        "source": source, "n": n, "seed": seed,
-        "settings": {"kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "pr_k": PR_K,
-                     "copy_ratio": M.COPY_RATIO, "memorisation_space": "pixels",
-                     "metrics": list(wanted)},
+        "dataset": dataset,
+        "reference": {"split": ref_split, "n": ref.n, "data_sha256": ref.data_sha256},
+        "evaluator": {
+            "sha256": evaluator.sha256,
+            "path": str(evaluator.path),
+            "test_accuracy": evaluator.metadata.get("test_accuracy"),
+        },
+        "source": source,
+        "n": n,
+        "seed": seed,
+        "settings": {
+            "kid_subsets": kid_subsets,
+            "kid_subset_size": kid_subset_size,
+            "pr_k": PR_K,
+            "copy_ratio": M.COPY_RATIO,
+            "memorisation_space": "pixels",
+            "metrics": list(wanted),
+        },
         "samples": score_set(images, labels, **common),
         "baselines": {},
     }
     if with_baselines:
         rng, pick = _baseline_pick(len(train_images), n, seed)
-        report["baselines"]["train"] = score_set(train_images[pick], train_labels[pick] if labels is not None else None,
-                                                 **common)
+        report["baselines"]["train"] = score_set(
+            train_images[pick], train_labels[pick] if labels is not None else None, **common
+        )
         noise = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         report["baselines"]["noise"] = score_set(noise, labels, **common)
     return report
@@ -220,19 +275,28 @@ def _rows(sets: dict[str, dict]) -> list[tuple[str, list[str]]]:
     if "fid" in first:
         rows.append((f"FID@{n}", col(lambda s: s.get("fid"), "fid")))
     if "kid_mean" in first:
-        rows.append((f"KID@{n} (mean ± std, subsets of {first['kid_subset_size']})",
-                     col(lambda s: (s["kid_mean"], s["kid_std"]), "kid")))
+        rows.append(
+            (
+                f"KID@{n} (mean ± std, subsets of {first['kid_subset_size']})",
+                col(lambda s: (s["kid_mean"], s["kid_std"]), "kid"),
+            )
+        )
     if "precision" in first:
         rows.append((f"precision@{first['pr_n']} (k={PR_K})", col(lambda s: s.get("precision"), "frac")))
         rows.append((f"recall@{first['pr_n']} (k={PR_K})", col(lambda s: s.get("recall"), "frac")))
     if "class_entropy_bits" in first:
-        rows.append((f"class entropy@{n} bits (max {math.log2(10):.3f})",
-                     col(lambda s: s.get("class_entropy_bits"), "bits")))
+        rows.append(
+            (f"class entropy@{n} bits (max {math.log2(10):.3f})", col(lambda s: s.get("class_entropy_bits"), "bits"))
+        )
     if "label_accuracy" in first:
         rows.append((f"label accuracy@{n}", col(lambda s: s.get("label_accuracy"), "frac")))
     if "memorisation" in first:
-        rows.append((f"near-copies@{n} (ratio < {M.COPY_RATIO:.2f})",
-                     col(lambda s: s.get("memorisation", {}).get("copy_fraction"), "frac")))
+        rows.append(
+            (
+                f"near-copies@{n} (ratio < {M.COPY_RATIO:.2f})",
+                col(lambda s: s.get("memorisation", {}).get("copy_fraction"), "frac"),
+            )
+        )
         rows.append((f"median NN ratio@{n}", col(lambda s: s.get("memorisation", {}).get("median_ratio"), "bits")))
     return rows
 
@@ -247,9 +311,12 @@ def format_report(report: dict) -> str:
     widths = [max([len(header[i + 1])] + [len(r[1][i]) for r in rows]) for i in range(len(sets))]
     line = lambda cells: "  ".join([cells[0].ljust(width0)] + [c.rjust(w) for c, w in zip(cells[1:], widths)])
     ref = report["reference"]
-    out = [f"{report['source']}: {report['n']} samples vs {report['dataset']} {ref['split']} "
-           f"({ref['n']} images); evaluator sha256 {report['evaluator']['sha256'][:16]}",
-           line(header), line(["-" * width0] + ["-" * w for w in widths])]
+    out = [
+        f"{report['source']}: {report['n']} samples vs {report['dataset']} {ref['split']} "
+        f"({ref['n']} images); evaluator sha256 {report['evaluator']['sha256'][:16]}",
+        line(header),
+        line(["-" * width0] + ["-" * w for w in widths]),
+    ]
     out += [line([name, *cells]) for name, cells in rows]
     for key, s in sets.items():
         if "class_counts" in s:

@@ -55,8 +55,9 @@ class PlainResBlock(nn.Module):
 
 def _up(in_channels: int, out_channels: int) -> nn.Module:
     """Nearest-neighbour x2 then conv3x3 (no transposed-conv checkerboards)."""
-    return nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"),
-                         nn.Conv2d(in_channels, out_channels, 3, padding=1))
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    )
 
 
 class Autoencoder(nn.Module):
@@ -83,16 +84,26 @@ class Autoencoder(nn.Module):
             return [PlainResBlock(width, width, g) for _ in range(n)]
 
         self.encoder = nn.Sequential(
-            nn.Conv2d(cfg.in_channels, w28, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(w28, w14, 3, stride=2, padding=1), *blocks(w14),
-            nn.Conv2d(w14, w7, 3, stride=2, padding=1), *blocks(w7),
-            group_norm(w7, g), nn.SiLU(), nn.Conv2d(w7, 2 * cfg.latent_channels, 3, padding=1),
+            nn.Conv2d(cfg.in_channels, w28, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(w28, w14, 3, stride=2, padding=1),
+            *blocks(w14),
+            nn.Conv2d(w14, w7, 3, stride=2, padding=1),
+            *blocks(w7),
+            group_norm(w7, g),
+            nn.SiLU(),
+            nn.Conv2d(w7, 2 * cfg.latent_channels, 3, padding=1),
         )
         self.decoder = nn.Sequential(
-            nn.Conv2d(cfg.latent_channels, w7, 3, padding=1), *blocks(w7),
-            _up(w7, w14), *blocks(w14),
-            _up(w14, w28), *blocks(w28),
-            group_norm(w28, g), nn.SiLU(), nn.Conv2d(w28, cfg.in_channels, 3, padding=1),
+            nn.Conv2d(cfg.latent_channels, w7, 3, padding=1),
+            *blocks(w7),
+            _up(w7, w14),
+            *blocks(w14),
+            _up(w14, w28),
+            *blocks(w28),
+            group_norm(w28, g),
+            nn.SiLU(),
+            nn.Conv2d(w28, cfg.in_channels, 3, padding=1),
         )
 
     @property

@@ -16,16 +16,20 @@ class BasicUNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1):
         super().__init__()
-        self.down_layers = nn.ModuleList([
-            nn.Conv2d(in_channels, 32, kernel_size=5, padding=2),
-            nn.Conv2d(32, 64, kernel_size=5, padding=2),
-            nn.Conv2d(64, 64, kernel_size=5, padding=2),
-        ])
-        self.up_layers = nn.ModuleList([
-            nn.Conv2d(64, 64, kernel_size=5, padding=2),
-            nn.Conv2d(64, 32, kernel_size=5, padding=2),
-            nn.Conv2d(32, out_channels, kernel_size=5, padding=2),
-        ])
+        self.down_layers = nn.ModuleList(
+            [
+                nn.Conv2d(in_channels, 32, kernel_size=5, padding=2),
+                nn.Conv2d(32, 64, kernel_size=5, padding=2),
+                nn.Conv2d(64, 64, kernel_size=5, padding=2),
+            ]
+        )
+        self.up_layers = nn.ModuleList(
+            [
+                nn.Conv2d(64, 64, kernel_size=5, padding=2),
+                nn.Conv2d(64, 32, kernel_size=5, padding=2),
+                nn.Conv2d(32, out_channels, kernel_size=5, padding=2),
+            ]
+        )
         self.act = nn.SiLU()
         self.downscale = nn.MaxPool2d(2)
         self.upscale = nn.Upsample(scale_factor=2)

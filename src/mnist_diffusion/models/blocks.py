@@ -58,8 +58,9 @@ class Conditioning:
             nn.init.zeros_(self.guidance_mlp[2].weight)
             nn.init.zeros_(self.guidance_mlp[2].bias)
 
-    def embed(self, t: torch.Tensor, labels: torch.Tensor | None, batch: int,
-              guidance: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self, t: torch.Tensor, labels: torch.Tensor | None, batch: int, guidance: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The shared conditioning vector (B, embed_dim), after SiLU; each block applies only a linear to it.
 
         t: (B,) or a scalar (broadcast to the batch); labels: (B,) long in [0, num_classes] or None; guidance:

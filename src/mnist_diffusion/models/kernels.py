@@ -60,14 +60,19 @@ def _channel_sums(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     sums, squares = (torch.empty(b, c, dtype=torch.float32, device=rows.device) for _ in range(2))
     step = _chunk_rows(4 * p * c)
     for i in range(0, b, step):
-        r = rows[i:i + step].float()
-        sums[i:i + step] = r.sum(1)
-        squares[i:i + step] = (r * r).sum(1)
+        r = rows[i : i + step].float()
+        sums[i : i + step] = r.sum(1)
+        squares[i : i + step] = (r * r).sum(1)
     return sums, squares
 
 
-def group_norm_fp32_stats(x: torch.Tensor, groups: int, weight: torch.Tensor | None = None,
-                          bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+def group_norm_fp32_stats(
+    x: torch.Tensor,
+    groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
     """F.group_norm(x, groups, weight, bias, eps) computed as per-channel fp32 sums and one scale-and-shift.
 
     x: (B, C, *spatial) of any float dtype, C divisible by `groups`; weight, bias: (C,) or None. Returns x's
@@ -106,7 +111,7 @@ def _group_norm_upcast(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)  # channels_last, x's dtype
     step = _chunk_rows(4 * x[0].numel())
     for i in range(0, len(x), step):
-        out[i:i + step] = F.group_norm(x[i:i + step].float(), norm.num_groups, weight, bias, norm.eps)
+        out[i : i + step] = F.group_norm(x[i : i + step].float(), norm.num_groups, weight, bias, norm.eps)
     return out
 
 
@@ -146,8 +151,11 @@ def silu(fresh: torch.Tensor) -> torch.Tensor:
 def add(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """fresh + other, written into `fresh` (a map no one else holds) when nothing will differentiate it and the
     sum keeps its dtype and shape."""
-    if _in_place() and torch.result_type(fresh, other) == fresh.dtype and torch.broadcast_shapes(
-            fresh.shape, other.shape) == fresh.shape:
+    if (
+        _in_place()
+        and torch.result_type(fresh, other) == fresh.dtype
+        and torch.broadcast_shapes(fresh.shape, other.shape) == fresh.shape
+    ):
         return fresh.add_(other)
     return fresh + other
 

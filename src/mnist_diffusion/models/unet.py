@@ -87,8 +87,9 @@ class UNet(Conditioning, nn.Module):
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
-                guidance: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None, guidance: torch.Tensor | None = None
+    ) -> torch.Tensor:
         emb = self.embed(t, labels, x.shape[0], guidance)
         h = self.stem(x)
         skips = []

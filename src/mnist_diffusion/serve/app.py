@@ -62,8 +62,10 @@ def _page_headers(page: str) -> dict[str, str]:
     from another site, not framed by one."""
     script = re.search(r"<script>(.*?)</script>", page, re.DOTALL).group(1)
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-    policy = (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src 'self' blob:; "
-              "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    policy = (
+        f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src 'self' blob:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
     return {"content-security-policy": policy, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
 
 
@@ -99,10 +101,17 @@ def _stream(work: WorkQueue, models: Models, name: str, value_range: str, call: 
             nonlocal count
             job.check()
             count += 1
-            post({"i": step["i"], "steps": step["steps"], "t": float(step["t"]), "attempt": step.get("attempt", 0),
-                  "x_t": _pixels(to_uint8(step["x_t"][:1].float().cpu(), value_range)[0]),
-                  "x0": _pixels(to_uint8(step["x0"][:1].float().cpu(), value_range)[0]),
-                  "seconds": time.perf_counter() - started})
+            post(
+                {
+                    "i": step["i"],
+                    "steps": step["steps"],
+                    "t": float(step["t"]),
+                    "attempt": step.get("attempt", 0),
+                    "x_t": _pixels(to_uint8(step["x_t"][:1].float().cpu(), value_range)[0]),
+                    "x0": _pixels(to_uint8(step["x0"][:1].float().cpu(), value_range)[0]),
+                    "seconds": time.perf_counter() - started,
+                }
+            )
 
         choice = models.threads[name]
         threads = choice.pick()
@@ -130,8 +139,10 @@ async def _lines(job: Job, frames: asyncio.Queue, started: float) -> AsyncIterat
     if (error := job.future.exception()) is not None:
         yield json.dumps({"error": _sentence(error)}) + "\n"
     else:
-        yield json.dumps({**job.future.result(), "seconds": time.perf_counter() - started,
-                          "first_frame_seconds": first}) + "\n"
+        yield (
+            json.dumps({**job.future.result(), "seconds": time.perf_counter() - started, "first_frame_seconds": first})
+            + "\n"
+        )
 
 
 @contextlib.contextmanager
@@ -159,8 +170,14 @@ async def _outcome(job: Job, request: Request):
         done.cancel()  # an outcome nobody reads is not reported as "never retrieved"
 
 
-def create_app(models: list[str] | None = None, device: str = "cpu", precision: str = "auto",
-               tune_threads: bool = True, limits: Limits | None = None, host: str | None = None) -> FastAPI:
+def create_app(
+    models: list[str] | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
+    tune_threads: bool = True,
+    limits: Limits | None = None,
+    host: str | None = None,
+) -> FastAPI:
     """The page's app over `models` (packaged names or run directories; default: the packaged models), sampled
     in `precision` (auto | fp32 | bf16); `tune_threads=False` keeps one-digit requests on all threads
     (`ThreadChoice`); `limits` bounds each request (`Limits`); `host`: the address it listens on, which requests
@@ -187,8 +204,10 @@ def create_app(models: list[str] | None = None, device: str = "cpu", precision: 
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):  # 404, 405: a sentence like every other error
-        return JSONResponse({"error": f"{request.method} {checks.cut(request.url.path, 60)}: "
-                                      f"{str(exc.detail).lower()}."}, exc.status_code)
+        return JSONResponse(
+            {"error": f"{request.method} {checks.cut(request.url.path, 60)}: {str(exc.detail).lower()}."},
+            exc.status_code,
+        )
 
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception):
@@ -231,8 +250,9 @@ def create_app(models: list[str] | None = None, device: str = "cpu", precision: 
             raise UserError("nothing is left to complete: erase part of the digit first.")
         steps = {**kw, "steps": kw["steps"] or pipe.inpaint_steps}
         check_work(pipe, steps, 1, kw["labels"] is not None, resample)
-        return pipe, lambda cb: pipe.inpaint(image[None], mask[None], callback=cb, resample=resample, method=method,
-                                             **kw)
+        return pipe, lambda cb: pipe.inpaint(
+            image[None], mask[None], callback=cb, resample=resample, method=method, **kw
+        )
 
     def grid_call(body: dict):
         pipe = pipes.get(body.get("model"))
@@ -272,8 +292,15 @@ def create_app(models: list[str] | None = None, device: str = "cpu", precision: 
     return app
 
 
-def serve(models: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
-          precision: str = "auto", limits: Limits | None = None) -> None:
+def serve(
+    models: list[str] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "cpu",
+    precision: str = "auto",
+    limits: Limits | None = None,
+) -> None:
     """Serve the page until interrupted."""
-    uvicorn.run(create_app(models, device, precision, limits=limits, host=host), host=host, port=port,
-                log_level="warning")
+    uvicorn.run(
+        create_app(models, device, precision, limits=limits, host=host), host=host, port=port, log_level="warning"
+    )

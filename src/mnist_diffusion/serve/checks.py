@@ -89,21 +89,30 @@ def settings(num_classes: int, body: dict, limits: Limits) -> dict:
         raise UserError(f"steps must be a whole number from 1 to {limits.steps}, got {shown(steps)}.")
     guidance = body.get("guidance")
     low, high = GUIDANCE_RANGE
-    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))
-                                 or not low <= guidance <= high):
+    if guidance is not None and (
+        isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not low <= guidance <= high
+    ):
         raise UserError(f"guidance must be a number from {low:g} to {high:g}, got {shown(guidance)}.")
     seed = body.get("seed", 0)
     if not whole(seed) or not 0 <= seed <= MAX_SEED:
         raise UserError(f"seed must be a whole number from 0 to {MAX_SEED}, got {shown(seed)}.")
     digit = body.get("digit")
     if digit is not None and (not whole(digit) or not 0 <= digit < max(num_classes, 1)):
-        raise UserError(f"digit must be 0-{num_classes - 1} or empty (any digit), got {shown(digit)}."
-                        if num_classes else "this model is unconditional; leave the digit empty.")
+        raise UserError(
+            f"digit must be 0-{num_classes - 1} or empty (any digit), got {shown(digit)}."
+            if num_classes
+            else "this model is unconditional; leave the digit empty."
+        )
     sampler = body.get("sampler") or None
     if sampler is not None and not isinstance(sampler, str):
         raise UserError(f"sampler must be a sampler's name, got {shown(sampler)}.")
-    return {"steps": steps, "guidance": guidance if digit is not None else None, "seed": seed,
-            "sampler": sampler, "labels": None if digit is None else [digit]}
+    return {
+        "steps": steps,
+        "guidance": guidance if digit is not None else None,
+        "seed": seed,
+        "sampler": sampler,
+        "labels": None if digit is None else [digit],
+    }
 
 
 def count(body: dict, key: str, default: int, high: int) -> int:
@@ -118,6 +127,8 @@ def check_work(digits: int, per_digit: int, limits: Limits) -> None:
     """Refuse a request of `digits` x `per_digit` network evaluations past `limits.evaluations`."""
     work = digits * per_digit
     if work > limits.evaluations:
-        raise UserError(f"this request asks for {work:,} network evaluations ({digits} digits x {per_digit:,} each, "
-                        f"for its steps, guidance and resampling); the server takes at most {limits.evaluations:,}: "
-                        "ask for fewer digits or steps.")
+        raise UserError(
+            f"this request asks for {work:,} network evaluations ({digits} digits x {per_digit:,} each, "
+            f"for its steps, guidance and resampling); the server takes at most {limits.evaluations:,}: "
+            "ask for fewer digits or steps."
+        )

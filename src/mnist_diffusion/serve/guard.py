@@ -132,26 +132,28 @@ class RequestGuard:
         port = (scope.get("server") or (None, None))[1]
         host = split_host(headers.get("host", ""))
         if host is None or not self.hosts.allows(host[0]) or (port is not None and host[1] != port):
-            raise Refused(f"this server answers requests addressed to it, not to host {shown(headers.get('host'))}.",
-                          403)
+            raise Refused(
+                f"this server answers requests addressed to it, not to host {shown(headers.get('host'))}.", 403
+            )
         origin = headers.get("origin")
         if origin is not None:
             parsed = _origin(origin)
             if parsed is None or not self.hosts.allows(parsed[0]) or (port is not None and parsed[1] != port):
-                raise Refused(f"requests from another site ({shown(origin)}) are refused: only this server's page "
-                              "may use its API.", 403)
+                raise Refused(
+                    f"requests from another site ({shown(origin)}) are refused: only this server's page "
+                    "may use its API.",
+                    403,
+                )
 
     def _check_type(self, headers: Headers) -> None:
         kind = headers.get("content-type", "")
         if kind.split(";")[0].strip().lower() != "application/json":
-            raise Refused(f"the request must be JSON (Content-Type: application/json), got {shown(kind or None)}.",
-                          415)
+            raise Refused(f"the request must be JSON (Content-Type: application/json), got {shown(kind or None)}.", 415)
         length = headers.get("content-length")
         if length is not None and not length.strip().isdigit():
             raise Refused(f"Content-Length must be a number of bytes, got {shown(length)}.", 400)
         if length is not None and int(length) > self.limit:
-            raise Refused(f"the request body is {int(length):,} bytes; this server takes at most {self.limit:,}.",
-                          413)
+            raise Refused(f"the request body is {int(length):,} bytes; this server takes at most {self.limit:,}.", 413)
 
     async def _read(self, receive: Receive) -> bytes | None:
         chunks, size = [], 0

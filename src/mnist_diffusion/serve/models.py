@@ -77,11 +77,18 @@ class Models:
         for name in self.names:
             pipe = self.get(name)
             s = pipe.config.sample
-            out.append({"name": name, "kind": "latent" if pipe.config.latent else pipe.config.diffusion.kind,
-                        "classes": pipe.num_classes, "sampler": s.sampler, "steps": s.steps,
-                        "inpaint_steps": pipe.inpaint_steps,
-                        "guidance": s.guidance if pipe.num_classes else 1.0,
-                        "samplers": _samplers(pipe)})
+            out.append(
+                {
+                    "name": name,
+                    "kind": "latent" if pipe.config.latent else pipe.config.diffusion.kind,
+                    "classes": pipe.num_classes,
+                    "sampler": s.sampler,
+                    "steps": s.steps,
+                    "inpaint_steps": pipe.inpaint_steps,
+                    "guidance": s.guidance if pipe.num_classes else 1.0,
+                    "samplers": _samplers(pipe),
+                }
+            )
         return out
 
 

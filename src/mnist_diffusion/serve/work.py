@@ -45,8 +45,10 @@ class Job:
         if self._cancelled.is_set():
             raise Stopped
         if self.started is not None and time.monotonic() - self.started > self.seconds:
-            raise Refused(f"the request ran past the server's time budget of {self.seconds:g} s; ask for fewer "
-                          "digits or steps.", 503)
+            raise Refused(
+                f"the request ran past the server's time budget of {self.seconds:g} s; ask for fewer digits or steps.",
+                503,
+            )
 
 
 class WorkQueue:

@@ -24,9 +24,7 @@ def epoch_batches(
 ):
     """Yield (batch_index, indices) for this rank, from batch `start` of `epoch` on; indices is a LongTensor."""
     if batch_size % world_size:
-        raise UserError(
-            f"train.batch_size {batch_size} must be divisible by the number of processes ({world_size})."
-        )
+        raise UserError(f"train.batch_size {batch_size} must be divisible by the number of processes ({world_size}).")
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(n_images, generator=g)
     per_rank = batch_size // world_size

@@ -60,13 +60,17 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher:
     loaded = ckpt.load_checkpoint(path, device)
     tc = loaded.config
     if tc.diffusion.kind != "ddpm" or tc.model.num_classes == 0 or tc.model.guidance_input:
-        raise ConfigError(f"distill.teacher {d.teacher!r} is a {tc.recipe!r} model; a teacher must be a "
-                          "class-conditional diffusion model trained with label dropout (ddpm-cond, ldm).")
+        raise ConfigError(
+            f"distill.teacher {d.teacher!r} is a {tc.recipe!r} model; a teacher must be a "
+            "class-conditional diffusion model trained with label dropout (ddpm-cond, ldm)."
+        )
     weights = ckpt.model_weights(loaded)
     sha = weights_sha256(weights)
     if d.teacher_sha256 and sha != d.teacher_sha256:
-        raise ConfigError(f"This run was distilled from the teacher whose weights hash to {d.teacher_sha256}, but "
-                          f"{path} hashes to {sha}; point distill.teacher at the teacher it started from.")
+        raise ConfigError(
+            f"This run was distilled from the teacher whose weights hash to {d.teacher_sha256}, but "
+            f"{path} hashes to {sha}; point distill.teacher at the teacher it started from."
+        )
     net = ckpt.load_weights(build_model(tc.model).to(device), weights, path).eval().requires_grad_(False)
     if resolve_layout(cfg, device).channels_last:  # the student's layout
         net = net.to(memory_format=torch.channels_last)
@@ -85,13 +89,19 @@ def bind_teacher(cfg: RunConfig, device: torch.device) -> tuple[RunConfig, Teach
     _refuse_own_sections(cfg)
     tc = teacher.config
     reference = d.teacher if assets.is_packaged(d.teacher, "model") else str(teacher.path.resolve())
-    sample = SampleConfig(sampler=STUDENT_SAMPLER[d.method], steps=d.steps, guidance=tc.sample.guidance,
-                          spacing="trailing")
+    sample = SampleConfig(
+        sampler=STUDENT_SAMPLER[d.method], steps=d.steps, guidance=tc.sample.guidance, spacing="trailing"
+    )
     channels = tuple(d.student_channels) if d.student_channels else tc.model.channels
-    cfg = replace(cfg, data=replace(cfg.data, dataset=tc.data.dataset, value_range=tc.data.value_range),
-                  model=replace(tc.model, guidance_input=True, channels=channels),
-                  diffusion=replace(tc.diffusion, prediction="v"), latent=tc.latent, sample=sample,
-                  distill=replace(d, teacher=reference, teacher_sha256=teacher.sha256))
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, dataset=tc.data.dataset, value_range=tc.data.value_range),
+        model=replace(tc.model, guidance_input=True, channels=channels),
+        diffusion=replace(tc.diffusion, prediction="v"),
+        latent=tc.latent,
+        sample=sample,
+        distill=replace(d, teacher=reference, teacher_sha256=teacher.sha256),
+    )
     return cfg, teacher
 
 
@@ -101,10 +111,15 @@ def _refuse_own_sections(cfg: RunConfig) -> None:
         given, default = getattr(cfg, section), getattr(base, section)
         if given == default:
             continue
-        names = [f.name for f in fields(given or default)
-                 if None in (given, default) or getattr(given, f.name) != getattr(default, f.name)]
-        raise ConfigError(f"A distillation run takes its {section} settings from its teacher; drop "
-                          f"{section}.{names[0]} (the student is the teacher's network with a guidance input).")
+        names = [
+            f.name
+            for f in fields(given or default)
+            if None in (given, default) or getattr(given, f.name) != getattr(default, f.name)
+        ]
+        raise ConfigError(
+            f"A distillation run takes its {section} settings from its teacher; drop "
+            f"{section}.{names[0]} (the student is the teacher's network with a guidance input)."
+        )
 
 
 def init_student(net: nn.Module, teacher: Teacher, cfg: RunConfig) -> None:
@@ -114,8 +129,9 @@ def init_student(net: nn.Module, teacher: Teacher, cfg: RunConfig) -> None:
         return
     missing, unexpected = net.load_state_dict(teacher.weights, strict=False)
     if unexpected or any(not k.startswith("guidance_mlp.") for k in missing):
-        raise ConfigError(f"The student does not fit the teacher {teacher.path} (missing {missing[:3]}, unexpected "
-                          f"{unexpected[:3]}).")
+        raise ConfigError(
+            f"The student does not fit the teacher {teacher.path} (missing {missing[:3]}, unexpected {unexpected[:3]})."
+        )
 
 
 def truncated_snr(schedule: NoiseSchedule, t: float) -> float:
@@ -133,8 +149,9 @@ def segments(timesteps: int, steps: int, teacher_steps: int) -> list[tuple[list[
     return [([t - (t - e) * j / sub for j in range(sub)], e if e >= 0 else None) for t, e in zip(grid, ends)]
 
 
-def ddim_x0_target(schedule: NoiseSchedule, x_t: torch.Tensor, x_end: torch.Tensor, t: float,
-                   end: float | None) -> torch.Tensor:
+def ddim_x0_target(
+    schedule: NoiseSchedule, x_t: torch.Tensor, x_end: torch.Tensor, t: float, end: float | None
+) -> torch.Tensor:
     """The x0 whose DDIM step (eta 0) from (x_t, t) lands exactly on x_end at `end` (None: the data, x0 = x_end).
 
     DDIM: x_s = alpha_s x0 + sigma_s (x_t - alpha_t x0) / sigma_t, solved for x0.
@@ -146,8 +163,9 @@ def ddim_x0_target(schedule: NoiseSchedule, x_t: torch.Tensor, x_end: torch.Tens
     return (x_end - (s_s / s_t) * x_t) / (a_s - s_s * a_t / s_t)
 
 
-def trajectory_loss(student: Denoiser, teacher: Denoiser, x0: torch.Tensor, eps: torch.Tensor, steps: int,
-                    teacher_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def trajectory_loss(
+    student: Denoiser, teacher: Denoiser, x0: torch.Tensor, eps: torch.Tensor, steps: int, teacher_steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample loss (B,) and timesteps (B,) of the trajectory objective: the batch splits into one chunk per
     student step. Both denoisers have the batch's labels and guidance bound in; x0, eps: (B, C, H, W)."""
     schedule = student.schedule
@@ -170,9 +188,14 @@ def trajectory_loss(student: Denoiser, teacher: Denoiser, x0: torch.Tensor, eps:
     return torch.cat(losses), torch.cat(times)
 
 
-def consistency_loss(student: Denoiser, teacher: Denoiser, x0: torch.Tensor, eps: torch.Tensor,
-                     discretisation: int, generator: torch.Generator | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def consistency_loss(
+    student: Denoiser,
+    teacher: Denoiser,
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    discretisation: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample loss (B,) and timesteps (B,) of consistency distillation on a `discretisation`-point trailing
     grid; the grid index n is drawn per sample from `generator`."""
     schedule = student.schedule

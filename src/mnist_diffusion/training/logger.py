@@ -17,8 +17,9 @@ QUARTERS = 4  # loss per timestep quarter (improved-diffusion logs the same): wh
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, total: int, tc: TrainConfig, timesteps: int, bar: bool, write: bool,
-                 initial: int = 0):
+    def __init__(
+        self, run_dir: Path, total: int, tc: TrainConfig, timesteps: int, bar: bool, write: bool, initial: int = 0
+    ):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.tc, self.timesteps, self.write_enabled = tc, timesteps, write
         self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not bar)
@@ -44,8 +45,13 @@ class MetricsLogger:
         self.bar.set_postfix(epoch=progress.epoch, loss=f"{loss:.4f}", img_s=f"{rate:.0f}", refresh=False)
         self.bar.update(1)
         if progress.step % self.tc.log_every == 0:
-            row = {"step": progress.step, "epoch": progress.epoch, "loss": self.loss_sum / self.n, "lr": lr,
-                   "images_per_s": rate}
+            row = {
+                "step": progress.step,
+                "epoch": progress.epoch,
+                "loss": self.loss_sum / self.n,
+                "lr": lr,
+                "images_per_s": rate,
+            }
             if self.q_count.sum() > 0:
                 row["loss_by_quarter"] = (self.q_sum / self.q_count.clamp(min=1)).tolist()
             self.write(row)

@@ -141,7 +141,10 @@ class Trainer:
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         p = self.progress
         info = {
-            "step": p.step, "epoch": p.epoch, "batch": p.batch, "optimizer": opt_info,
+            "step": p.step,
+            "epoch": p.epoch,
+            "batch": p.batch,
+            "optimizer": opt_info,
             "ema_updates": self.ema.updates if self.ema else 0,
         }
         ckpt.save_training_state(self.run_dir / ckpt.STATE_FILE, self.cfg, tensors, info)
@@ -176,14 +179,28 @@ class Trainer:
         RunInterrupted (`stops`). `stop_after` (steps, for tests) stops early, saved, and returns."""
         tc = self.cfg.train
         total = self.total_steps()
-        logger = MetricsLogger(self.run_dir, total, tc, self.cfg.diffusion.timesteps, self.dist.is_main and progress_bar,
-                               self.dist.is_main, initial=self.progress.step)
+        logger = MetricsLogger(
+            self.run_dir,
+            total,
+            tc,
+            self.cfg.diffusion.timesteps,
+            self.dist.is_main and progress_bar,
+            self.dist.is_main,
+            initial=self.progress.step,
+        )
         self.net.train()
         with stops.stop_at_step_boundaries(announce=self.dist.is_main), contextlib.closing(logger):
             while self.progress.step < total:
                 p = self.progress
-                for b, idx in epoch_batches(len(self.images), tc.batch_size, p.epoch, tc.seed,
-                                            self.dist.rank, self.dist.world_size, start=p.batch):
+                for b, idx in epoch_batches(
+                    len(self.images),
+                    tc.batch_size,
+                    p.epoch,
+                    tc.seed,
+                    self.dist.rank,
+                    self.dist.world_size,
+                    start=p.batch,
+                ):
                     out = self.train_step(*self.batch(idx))
                     p.batch = b + 1
                     logger.record(p, out, tc.batch_size, lr_at(p.step - 1, tc))
@@ -211,8 +228,9 @@ class Trainer:
         """KID and label accuracy on a small sample set, logged beside the loss (rank 0)."""
         if not self.dist.is_main:
             return
-        out = from_training(self.cfg, self.sampling_weights(), self.device).sample(self.cfg.train.eval_samples,
-                                                                                    seed=12345)
+        out = from_training(self.cfg, self.sampling_weights(), self.device).sample(
+            self.cfg.train.eval_samples, seed=12345
+        )
         logger.write({"step": self.progress.step, "eval": quick_kid(out.images, out.labels, self.cfg.data.dataset)})
 
 
@@ -242,8 +260,20 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     images, labels = training_images(cfg.data, device)
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 1 + dist.rank)
     objective = make_objective(cfg, device, teacher)
-    trainer = Trainer(cfg, run_dir, device, net, opt, ema, images, labels, objective, dist=dist, generator=generator,
-                      channels_last=layout.channels_last)
+    trainer = Trainer(
+        cfg,
+        run_dir,
+        device,
+        net,
+        opt,
+        ema,
+        images,
+        labels,
+        objective,
+        dist=dist,
+        generator=generator,
+        channels_last=layout.channels_last,
+    )
     trainer.train_net = dist_utils.wrap(net, dist, device)
     if cfg.train.compile:
         trainer.train_net = torch.compile(trainer.train_net or net)  # the plain `net` is what gets saved
@@ -255,14 +285,20 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     elif dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
-        info = {"event": "start", "parameters": count_parameters(net), "device": str(device),
-                "precision": numerics.precision, "precision_reason": numerics.reason,
-                "channels_last": layout.channels_last, "layout_reason": layout.reason,
-                "threads": torch.get_num_threads(), "openmp": openmp.waiting(),
-                "world_size": dist.world_size, "time": time.time()}
+        info = {
+            "event": "start",
+            "parameters": count_parameters(net),
+            "device": str(device),
+            "precision": numerics.precision,
+            "precision_reason": numerics.reason,
+            "channels_last": layout.channels_last,
+            "layout_reason": layout.reason,
+            "threads": torch.get_num_threads(),
+            "openmp": openmp.waiting(),
+            "world_size": dist.world_size,
+            "time": time.time(),
+        }
         with open(run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(info) + "\n")
     dist_utils.reseed_other_ranks(dist, cfg.train.seed, trainer.progress.step, generator)
     return trainer
-
-

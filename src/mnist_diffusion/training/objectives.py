@@ -56,8 +56,10 @@ def make_objective(cfg: RunConfig, device: torch.device, teacher: Teacher | None
 
     if cfg.diffusion.kind == "autoencoder":
         if cfg.data.value_range != "signed":
-            raise ConfigError("The autoencoder's decoder ends in tanh and models images in [-1, 1]; "
-                              "set --set data.value_range=signed.")
+            raise ConfigError(
+                "The autoencoder's decoder ends in tanh and models images in [-1, 1]; "
+                "set --set data.value_range=signed."
+            )
 
         def autoencoder_objective(net, x, labels, generator):
             return autoencoder_loss(net, x, cfg.diffusion.kl_weight, generator)
@@ -72,9 +74,16 @@ def make_objective(cfg: RunConfig, device: torch.device, teacher: Teacher | None
 
         def objective(net, x, labels, generator):
             loss, per_sample, t = flow_matching_loss(
-                net, x, d.prediction, labels=labels if conditional else None, num_classes=cfg.model.num_classes,
-                label_dropout=cfg.train.label_dropout if conditional else 0.0, time_sampling=d.time_sampling,
-                mean=d.logit_mean, std=d.logit_std, generator=generator,
+                net,
+                x,
+                d.prediction,
+                labels=labels if conditional else None,
+                num_classes=cfg.model.num_classes,
+                label_dropout=cfg.train.label_dropout if conditional else 0.0,
+                time_sampling=d.time_sampling,
+                mean=d.logit_mean,
+                std=d.logit_std,
+                generator=generator,
             )
             return {"loss": loss, "per_sample": per_sample, "t_fraction": t}
 
@@ -83,9 +92,14 @@ def make_objective(cfg: RunConfig, device: torch.device, teacher: Teacher | None
 
         def objective(net, x, labels, generator):
             loss, per_sample, t = diffusion_loss(
-                _WithClasses(net, cfg.model.num_classes), x, schedule, d.prediction,
-                labels=labels if conditional else None, weighting=d.loss_weighting,
-                gamma=d.min_snr_gamma, label_dropout=cfg.train.label_dropout if conditional else 0.0,
+                _WithClasses(net, cfg.model.num_classes),
+                x,
+                schedule,
+                d.prediction,
+                labels=labels if conditional else None,
+                weighting=d.loss_weighting,
+                gamma=d.min_snr_gamma,
+                label_dropout=cfg.train.label_dropout if conditional else 0.0,
                 generator=generator,
             )
             return {"loss": loss, "per_sample": per_sample, "t": t}

@@ -26,8 +26,13 @@ def with_sampling_defaults(cfg: RunConfig, sample: dict | None, source: Path) ->
     return cfg
 
 
-def package_model(source: str | Path, out_file: str | Path, info: dict | None = None, sample: dict | None = None,
-                  teacher: str | None = None) -> Path:
+def package_model(
+    source: str | Path,
+    out_file: str | Path,
+    info: dict | None = None,
+    sample: dict | None = None,
+    teacher: str | None = None,
+) -> Path:
     """Write a trained model's sampling weights (EMA, where the run kept one) as one file for shipping (a latent
     model with its autoencoder: `package_pipeline`).
 
@@ -46,16 +51,19 @@ def package_model(source: str | Path, out_file: str | Path, info: dict | None = 
             raise UserError(f"{source} is not a distilled student, so it has no teacher to rename.")
         found = weights_sha256(ckpt.model_weights(ckpt.load_checkpoint(ckpt.resolve_model_path(teacher))))
         if found != cfg.distill.teacher_sha256:
-            raise UserError(f"{source} was distilled from the teacher whose weights hash to "
-                            f"{cfg.distill.teacher_sha256}, but {teacher} hashes to {found}.")
+            raise UserError(
+                f"{source} was distilled from the teacher whose weights hash to "
+                f"{cfg.distill.teacher_sha256}, but {teacher} hashes to {found}."
+            )
         cfg = replace(cfg, distill=replace(cfg.distill, teacher=str(teacher)))
     out_file = Path(out_file)
     ckpt.save_model(out_file, cfg, ckpt.model_weights(loaded), {**loaded.info, **(info or {})})  # keeps its step
     return out_file
 
 
-def package_pipeline(ldm: str | Path, out_dir: str | Path, info: dict | None = None,
-                     guidance: float | None = None) -> tuple[Path, Path]:
+def package_pipeline(
+    ldm: str | Path, out_dir: str | Path, info: dict | None = None, guidance: float | None = None
+) -> tuple[Path, Path]:
     """Write a trained latent model and its autoencoder as a self-contained pair for shipping.
 
     out_dir/ldm-ae.safetensors holds the autoencoder (same weights, so the same hash) and

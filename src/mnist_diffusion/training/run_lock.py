@@ -47,8 +47,12 @@ def _read(path: Path) -> dict:
 def acquire(run_dir: Path) -> Path:
     """Take the lock of `run_dir` (which must exist) for this process; returns the lock file's path."""
     path = Path(run_dir) / LOCK_FILE
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "command": " ".join(sys.argv)}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv),
+    }
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -56,14 +60,17 @@ def acquire(run_dir: Path) -> Path:
             owner = _read(path)
             pid, host = owner.get("pid"), owner.get("host")
             if isinstance(pid, int) and host == me["host"] and not _alive(pid):
-                print(f"Taking over the lock of {run_dir}: process {pid}, which held it, no longer runs.",
-                      file=sys.stderr)
+                print(
+                    f"Taking over the lock of {run_dir}: process {pid}, which held it, no longer runs.", file=sys.stderr
+                )
                 path.unlink(missing_ok=True)
                 continue
             who = f"process {pid} on {host}" if pid else "another process"
             since = f" since {owner['started']}" if owner.get("started") else ""
-            raise RunLocked(f"{run_dir} is in use by {who}{since}; wait for it to finish or choose another "
-                            f"directory (if no such process runs any more, clear the lock with: rm {path}).") from None
+            raise RunLocked(
+                f"{run_dir} is in use by {who}{since}; wait for it to finish or choose another "
+                f"directory (if no such process runs any more, clear the lock with: rm {path})."
+            ) from None
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(me) + "\n")
         return path

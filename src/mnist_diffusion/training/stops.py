@@ -65,8 +65,11 @@ def stop_at_step_boundaries(announce: bool = True):
             return
         request(signum)
         if announce:
-            print(f"\nGot {signal.Signals(signum).name}: stopping after this step and saving "
-                  "(send it again to stop at once; the last checkpoint is kept).", file=sys.stderr)
+            print(
+                f"\nGot {signal.Signals(signum).name}: stopping after this step and saving "
+                "(send it again to stop at once; the last checkpoint is kept).",
+                file=sys.stderr,
+            )
 
     previous = {s: signal.signal(s, handle) for s in SIGNALS}
     try:
