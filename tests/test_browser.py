@@ -1,8 +1,10 @@
-"""The page, driven in a real browser: generate a digit, draw on the canvas, ask for a completion, check the images
-that come back, and see a bad value answered on the page while the server keeps serving.
+"""The page, driven in a real browser at 1280x720: "any digit" over a few seeds, a slow-motion run and a
+step-through of its recorded frames, completions of drawn strokes and of an erased digit, the labelled grid in
+view, and errors told as errors.
 
 Needs the `playwright` package and a Chromium (Debian's `chromium`, at /usr/bin/chromium or $CHROMIUM);
-Playwright's own browser download is not used. Skipped, with the reason, where either is missing.
+Playwright's own browser download is not used. Skipped, with the reason, where either is missing. With
+MNIST_DIFFUSION_SCREENSHOTS=docs/images the screenshots the page's guide shows (docs/serve.md) are written there.
 """
 
 import os
@@ -32,7 +34,8 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SHOTS = os.environ.get("MNIST_DIFFUSION_SCREENSHOTS")  # a folder to keep the screenshot in (the README's)
+SHOTS = os.environ.get("MNIST_DIFFUSION_SCREENSHOTS")  # a folder to keep the screenshots in (docs/images)
+VIEW = {"width": 1280, "height": 720}  # a projector's, or a small laptop's
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def url():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(["ldm", "ddpm-cond"]), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(["ddpm-cond", "ldm"]), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -54,14 +57,21 @@ def url():
 
 
 @pytest.fixture(scope="module")
-def page(url):
+def browser():
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(url)
-        page.wait_for_selector("body[data-state=ready]", timeout=60_000)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser, url):
+    """A fresh page for each test, at the model's defaults."""
+    page = browser.new_page(viewport=VIEW)
+    page.goto(url)
+    page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+    yield page
+    page.close()
 
 
 def _run(page, button: str) -> str:
@@ -76,73 +86,158 @@ def _set(page, selector: str, value) -> None:
     page.eval_on_selector(selector, f"(el) => {{ el.value = {value!r}; el.dispatchEvent(new Event('input')); }}")
 
 
-def test_generate_streams_the_denoising_and_shows_a_digit(page):
-    _set(page, "#steps", "8")
-    assert _run(page, "#generate") == "done"
-    last = page.evaluate("Array.from(window.mnistDiffusion.last)")
-    assert len(last) == 784 and max(last) > 200  # white strokes on black
-    assert "done in" in page.inner_text("#progress")
+def _state(page, key: str):
+    return page.evaluate(
+        f"(() => {{ const v = window.mnistDiffusion.{key}; return v && v.length !== undefined "
+        "&& typeof v !== 'string' ? Array.from(v) : v; })()"
+    )
 
 
-def test_drawing_then_completing_keeps_the_strokes(page, tmp_path):
-    page.click("#clear")
+def _shot(page, name: str, tmp_path) -> None:
+    page.screenshot(path=str(tmp_path / name))
+    assert (tmp_path / name).stat().st_size > 10_000
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / name))
+
+
+def _stroke(page, points) -> None:
+    """A mouse stroke through `points`, (x, y) in the drawing canvas's pixels (224 x 224)."""
     box = page.locator("#draw").bounding_box()
-    page.mouse.move(box["x"] + 100, box["y"] + 60)
+    page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
     page.mouse.down()
-    for i in range(12):  # the top stroke of a 7
-        page.mouse.move(box["x"] + 100 + 8 * i, box["y"] + 60, steps=2)
+    for x, y in points[1:]:
+        page.mouse.move(box["x"] + x, box["y"] + y, steps=8)
     page.mouse.up()
-    ink = page.evaluate("Array.from(window.mnistDiffusion.ink)")
-    assert sum(v > 0 for v in ink) > 10
-    _set(page, "#steps", "6")
-    assert _run(page, "#complete") == "done"
-    result = page.evaluate("Array.from(window.mnistDiffusion.last)")
+
+
+def test_the_page_starts_at_each_models_defaults_and_its_sliders_show_them_exactly(page):
+    assert page.input_value("#model") == "ddpm-cond" and page.input_value("#digit") == ""  # any digit
+    assert page.input_value("#sampler") == "dpmpp_2m" and page.input_value("#steps") == "8"
+    assert page.input_value("#guidance") == "1.35" and page.inner_text("#guidance-value") == "1.35"
+    page.select_option("#model", "ldm")
+    assert page.input_value("#steps") == "20" and page.input_value("#guidance") == "2"
+    _set(page, "#guidance", "5")
+    page.click("#defaults")
+    assert page.input_value("#guidance") == "2"
+
+
+def test_any_digit_draws_the_digit_its_seed_picks_with_the_models_guidance(page, tmp_path):
+    _set(page, "#steps", "4")
+    chosen = {}
+    for seed in range(5):
+        page.fill("#seed", str(seed))
+        with page.expect_request("**/api/generate") as request:
+            assert _run(page, "#generate") == "done"
+        assert request.value.post_data_json["digit"] is None
+        assert request.value.post_data_json["guidance"] == 1.35
+        chosen[seed] = _state(page, "chosen")
+        assert f"seed {seed} chose a {chosen[seed]}" in page.inner_text("#progress")
+    assert len(set(chosen.values())) >= 3, chosen  # several classes, not a 0 each time
+    first = _state(page, "last")
+    page.fill("#seed", "4")
+    _set(page, "#guidance", "4")  # the same seed and digit, guided harder: another picture
+    assert _run(page, "#generate") == "done" and _state(page, "chosen") == chosen[4]
+    assert _state(page, "last") != first
+    _set(page, "#grid-n", "100")
+    assert _run(page, "#grid") == "done"
+    grid = page.locator("#grid-image").bounding_box()
+    assert page.evaluate("document.getElementById('grid-image').naturalWidth") > 500  # the labelled grid
+    assert grid["y"] + grid["height"] <= VIEW["height"] and grid["x"] + grid["width"] <= VIEW["width"]
+    assert page.get_attribute("#grid-download", "href").startswith("blob:")
+    _shot(page, "page-any-digit.png", tmp_path)
+
+
+def test_slow_motion_then_a_step_through_of_the_recorded_frames(page, tmp_path):
+    _set(page, "#steps", "3")
+    page.select_option("#speed", "1000")
+    page.fill("#seed", "7")
+    started = time.perf_counter()
+    assert _run(page, "#generate") == "done"  # the model is done at once; the page shows a step a second
+    assert page.evaluate("document.body.dataset.playing") == "yes"
+    assert _state(page, "shown") < len(_state(page, "frames")) - 1
+    page.wait_for_selector("body[data-playing=no]", timeout=20_000)
+    assert time.perf_counter() - started > 2.5  # four frames (three steps and the digit), a second apart
+    frames = _state(page, "frames")
+    assert len(frames) == 4 and _state(page, "shown") == 3
+    assert "the finished digit" in page.inner_text("#frame")
+
+    page.click("#back")  # step through, back and forth, without asking the server again
+    assert _state(page, "shown") == 2 and "step 3 of 3" in page.inner_text("#frame")
+    _set(page, "#scrub", "0")
+    text = page.inner_text("#frame")
+    assert _state(page, "shown") == 0 and "step 1 of 3: t = 999" in text and "noise 100%" in text
+    noisy = page.evaluate("Array.from(document.getElementById('xt').getContext('2d').getImageData(0,0,28,28).data)")
+    page.click("#forward")
+    assert _state(page, "shown") == 1 and "step 2 of 3" in page.inner_text("#frame")
+    later = page.evaluate("Array.from(document.getElementById('xt').getContext('2d').getImageData(0,0,28,28).data)")
+    assert noisy != later
+    _shot(page, "page-step-through.png", tmp_path)
+    page.select_option("#speed", "0")
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/" in r.url else None)
+    page.click("#play")  # a replay in real time: from where it stood to the end, at once
+    page.wait_for_selector("body[data-playing=no]", timeout=5_000)
+    assert _state(page, "shown") == 3 and asked == []  # nothing was recomputed
+
+
+def test_completing_drawn_strokes_keeps_them_and_tints_what_the_model_filled(page, tmp_path):
+    assert page.get_attribute("#mode-draw", "aria-pressed") == "true"
+    _stroke(page, [(70, 50), (160, 50), (110, 190)])  # a 7's bar and stem
+    ink = _state(page, "ink")
+    assert sum(v > 0 for v in ink) > 30
+    page.select_option("#complete-digit", "7")
+    with page.expect_request("**/api/inpaint") as request:
+        assert _run(page, "#complete") == "done"
+    assert request.value.post_data_json["steps"] == 20  # the model's inpainting steps, not its 8
+    result = _state(page, "last")
     known = [i for i, v in enumerate(ink) if v > 0]
     assert all(result[i] == ink[i] for i in known)  # the drawn pixels come back exactly
     assert sum(v > 0 for i, v in enumerate(result) if ink[i] == 0) > 10  # and the model added strokes
-    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / "serve_page.png"), full_page=True)
-    assert (tmp_path / "page.png").stat().st_size > 10_000
+    filled = _state(page, "filled")
+    assert sum(filled) == 784 - len(known)
+    i = next(i for i, v in enumerate(result) if ink[i] == 0 and v > 200)  # a bright pixel the model made
+    y, x = divmod(i, 28)
+    r, g, b, _ = page.evaluate(
+        f"Array.from(document.getElementById('draw').getContext('2d').getImageData({x * 8 + 4}, {y * 8 + 4}, 1, 1).data)"
+    )
+    assert r > g > b + 60  # amber, not grey
+    assert page.get_attribute("#mode-erase", "aria-pressed") == "true"  # the completion can be erased in turn
+    _shot(page, "page-completion.png", tmp_path)
 
 
-def _draw_a_bar(page) -> None:
-    page.click("#clear")
-    box = page.locator("#draw").bounding_box()
-    page.mouse.move(box["x"] + 60, box["y"] + 80)
-    page.mouse.down()
-    page.mouse.move(box["x"] + 200, box["y"] + 80, steps=10)
-    page.mouse.up()
+def test_erasing_part_of_a_generated_digit_fills_only_what_was_erased(page):
+    page.click("#mode-erase")
+    assert "generate a digit first" in page.inner_text("#message")
+    _set(page, "#steps", "4")
+    assert _run(page, "#generate") == "done"
+    digit = _state(page, "last")
+    page.click("#mode-erase")
+    assert _state(page, "ink") == digit
+    _stroke(page, [(40, 110), (190, 110)])
+    erased = _state(page, "erased")
+    assert 20 < sum(erased) < 200
+    assert _run(page, "#complete") == "done"
+    result = _state(page, "last")
+    assert all(result[i] == digit[i] for i in range(784) if not erased[i])
 
 
-def test_a_completion_takes_the_models_inpainting_steps_until_the_slider_moves(page):
-    """`ddpm-cond` samples in 8 steps but completes in 20 (`Pipeline.inpaint_steps`); a moved slider wins."""
-    page.select_option("#model", "ddpm-cond")
-    assert page.input_value("#steps") == "8"
-    for moved, expected in ((False, 20), (True, 5)):
-        if moved:
-            _set(page, "#steps", "5")
-        _draw_a_bar(page)
-        with page.expect_request("**/api/inpaint") as request:
-            assert _run(page, "#complete") == "done"
-        assert request.value.post_data_json["steps"] == expected
-
-
-def test_a_bad_value_is_a_message_on_the_page_and_the_server_keeps_serving(page):
+def test_an_error_is_told_as_one_and_the_server_keeps_serving(page):
+    _set(page, "#steps", "4")
+    assert _run(page, "#generate") == "done" and page.inner_text("#progress").startswith("computed 4 steps")
     page.eval_on_selector("#steps", "(el) => { el.min = 0; el.value = 0; }")
     assert _run(page, "#generate") == "error"
     assert "steps must be a whole number from 1 to 200" in page.inner_text("#message")
+    assert page.inner_text("#progress").startswith("failed before the first step")  # not the last run's time
     _set(page, "#steps", "4")
-    page.click("#clear")
     assert _run(page, "#complete") == "error"
     assert "draw part of a digit" in page.inner_text("#message")
     assert _run(page, "#generate") == "done" and page.inner_text("#message") == ""
 
 
-def test_grid_mode_gives_a_png_to_download(page):
-    _set(page, "#steps", "4")
-    _set(page, "#grid-n", "20")
-    assert _run(page, "#grid") == "done"
-    assert page.get_attribute("#grid-download", "href").startswith("blob:")
-    assert page.evaluate("document.getElementById('grid-image').naturalWidth") > 100
+def test_a_moved_steps_slider_sets_a_completions_steps(page):
+    _set(page, "#steps", "5")
+    _stroke(page, [(60, 80), (200, 80)])
+    with page.expect_request("**/api/inpaint") as request:
+        assert _run(page, "#complete") == "done"
+    assert request.value.post_data_json["steps"] == 5

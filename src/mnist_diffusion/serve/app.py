@@ -10,6 +10,8 @@ import hashlib
 import io
 import json
 import logging
+import math
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -57,6 +59,24 @@ def _evaluations(pipe: Pipeline, settings: SampleConfig, guided: bool = True) ->
     return samplers.get(settings.sampler).evaluations(settings.steps) * (2 if doubled else 1)
 
 
+def digit_for_seed(seed: int, classes: int) -> int:
+    """The digit "any digit" draws for `seed`: random over the classes, the same for the same seed (so a seed
+    names one picture, as it does with a chosen digit)."""
+    return random.Random(seed).randrange(classes)
+
+
+def _noise_share(pipe: Pipeline) -> Callable[[float], float | None]:
+    """t -> how much of x_t is noise, from 0 (the clean digit) to 1 (pure noise): sqrt(1 - alpha_bar_t) on
+    DDPM's schedule, the weight t of the noise on flow matching's straight path; None where the process has
+    neither."""
+    schedule = getattr(pipe.process, "schedule", None)
+    if hasattr(schedule, "alpha_sigma"):
+        return lambda t: float(schedule.alpha_sigma(t)[1])
+    if hasattr(schedule, "alpha_bar"):
+        return lambda t: math.sqrt(max(0.0, 1.0 - float(schedule.alpha_bar(torch.tensor(float(t))))))
+    return lambda t: None
+
+
 def _page_headers(page: str) -> dict[str, str]:
     """A policy that lets the page run its own script and nothing else: no inline handlers, nothing fetched
     from another site, not framed by one."""
@@ -83,9 +103,11 @@ class _JobStream(StreamingResponse):
             self.job.cancel()
 
 
-def _stream(work: WorkQueue, models: Models, name: str, value_range: str, call: Callable) -> _JobStream:
-    """Queue `call(callback)` (one digit of model `name`) on the threads `models` picks for it, and stream what
-    the callback sees as NDJSON, one line a step, then the finished digit or an error."""
+def _stream(work: WorkQueue, models: Models, name: str, pipe: Pipeline, call: Callable, extra: dict) -> _JobStream:
+    """Queue `call(callback)` (one digit of model `name`, loaded as `pipe`) on the threads `models` picks for it,
+    and stream what the callback sees as NDJSON, one line a step (with `extra` in each: what the server chose),
+    then the finished digit or an error."""
+    value_range, noise = pipe.value_range, _noise_share(pipe)
     loop = asyncio.get_running_loop()
     frames: asyncio.Queue = asyncio.Queue()
     started = time.perf_counter()
@@ -106,10 +128,12 @@ def _stream(work: WorkQueue, models: Models, name: str, value_range: str, call: 
                     "i": step["i"],
                     "steps": step["steps"],
                     "t": float(step["t"]),
+                    "noise": noise(step["t"]),
                     "attempt": step.get("attempt", 0),
                     "x_t": _pixels(to_uint8(step["x_t"][:1].float().cpu(), value_range)[0]),
                     "x0": _pixels(to_uint8(step["x0"][:1].float().cpu(), value_range)[0]),
                     "seconds": time.perf_counter() - started,
+                    **extra,
                 }
             )
 
@@ -122,7 +146,7 @@ def _stream(work: WorkQueue, models: Models, name: str, value_range: str, call: 
             choice.record(threads, (time.perf_counter() - t0) / max(count, 1))
         finally:
             torch.set_num_threads(models.most_threads)  # a grid of many digits runs on all threads
-        return {"done": True, "image": _pixels(out.images[0]), "threads": threads}
+        return {"done": True, "image": _pixels(out.images[0]), "threads": threads, **extra}
 
     job = work.submit(run)
     job.future.add_done_callback(lambda _: post(None))
@@ -232,8 +256,12 @@ def create_app(
     def generate_call(body: dict):
         pipe = pipes.get(body.get("model"))
         kw = checks.settings(pipe.num_classes, body, limits)
+        chosen = {}
+        if kw["labels"] is None and pipe.num_classes:  # "any digit": one the seed picks, guided as a chosen one
+            digit = digit_for_seed(kw["seed"], pipe.num_classes)
+            kw["labels"], kw["guidance"], chosen = [digit], body.get("guidance"), {"digit": digit}
         check_work(pipe, kw, 1)
-        return pipe, lambda cb: pipe.sample(1, callback=cb, **kw)
+        return pipe, chosen, lambda cb: pipe.sample(1, callback=cb, **kw)
 
     def inpaint_call(body: dict):
         pipe = pipes.get(body.get("model"))
@@ -250,8 +278,10 @@ def create_app(
             raise UserError("nothing is left to complete: erase part of the digit first.")
         steps = {**kw, "steps": kw["steps"] or pipe.inpaint_steps}
         check_work(pipe, steps, 1, kw["labels"] is not None, resample)
-        return pipe, lambda cb: pipe.inpaint(
-            image[None], mask[None], callback=cb, resample=resample, method=method, **kw
+        return (
+            pipe,
+            {},
+            lambda cb: pipe.inpaint(image[None], mask[None], callback=cb, resample=resample, method=method, **kw),
         )
 
     def grid_call(body: dict):
@@ -266,7 +296,7 @@ def create_app(
             with _checked_before_each_pass(pipe, job):
                 out = pipe.sample(n, **kw)
             buffer = io.BytesIO()
-            out.grid().save(buffer, format="PNG")
+            out.labelled_grid().save(buffer, format="PNG")  # each column's digit above it, the settings below
             return buffer.getvalue()
 
         return run
@@ -274,14 +304,14 @@ def create_app(
     @app.post("/api/generate")
     async def generate(request: Request):
         body = await body_of(request)
-        pipe, call = await run_in_threadpool(generate_call, body)
-        return _stream(work, pipes, body["model"], pipe.value_range, call)
+        pipe, extra, call = await run_in_threadpool(generate_call, body)
+        return _stream(work, pipes, body["model"], pipe, call, extra)
 
     @app.post("/api/inpaint")
     async def inpaint(request: Request):
         body = await body_of(request)
-        pipe, call = await run_in_threadpool(inpaint_call, body)
-        return _stream(work, pipes, body["model"], pipe.value_range, call)
+        pipe, extra, call = await run_in_threadpool(inpaint_call, body)
+        return _stream(work, pipes, body["model"], pipe, call, extra)
 
     @app.post("/api/grid")
     async def grid(request: Request):
