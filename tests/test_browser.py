@@ -189,7 +189,8 @@ def test_completing_drawn_strokes_keeps_them_and_tints_what_the_model_filled(pag
     page.select_option("#complete-digit", "7")
     with page.expect_request("**/api/inpaint") as request:
         assert _run(page, "#complete") == "done"
-    assert request.value.post_data_json["steps"] == 20  # the model's inpainting steps, not its 8
+    assert request.value.post_data_json["steps"] == 50  # drawn strokes take more steps than its 8 (or 20 to erase)
+    assert request.value.post_data_json["resample"] == 3
     result = _state(page, "last")
     known = [i for i, v in enumerate(ink) if v > 0]
     assert all(result[i] == ink[i] for i in known)  # the drawn pixels come back exactly
@@ -217,7 +218,11 @@ def test_erasing_part_of_a_generated_digit_fills_only_what_was_erased(page):
     _stroke(page, [(40, 110), (190, 110)])
     erased = _state(page, "erased")
     assert 20 < sum(erased) < 200
-    assert _run(page, "#complete") == "done"
+    _set(page, "#steps", "8")  # the model's default, but moved: completions ask for the model's steps only untouched
+    page.click("#defaults")  # untouched again
+    with page.expect_request("**/api/inpaint") as request:
+        assert _run(page, "#complete") == "done"
+    assert request.value.post_data_json["steps"] == 20  # the model's inpainting steps for an erased mark
     result = _state(page, "last")
     assert all(result[i] == digit[i] for i in range(784) if not erased[i])
 
