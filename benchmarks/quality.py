@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from benchmarks.core import Param, case, say
+from benchmarks.masks import FAMILIES, masks
 from benchmarks.sampling import load
 
 SCORES = ("fid", "kid_mean", "kid_std", "precision", "recall", "label_accuracy", "class_entropy_bits")
@@ -133,45 +134,46 @@ def evaluator_baselines(n, seed):
 @case(
     "quality.inpainting",
     model=Param(("ddpm-cond", "ldm")),
-    side=Param(("top", "left")),
+    mask=Param(("top", "left", "strokes", "erasures"), choices=FAMILIES, help="mask families (benchmarks/masks.py)"),
     method=Param(("project", "replace"), choices=("project", "replace")),
     resample=Param((1, 3)),
     label_given=Param((False,)),
     steps=Param((0,), help="sampler steps (0: the pipeline's inpaint_steps)"),
     n=Param(1000, quick=20),
 )
-def inpainting(model, side, method, resample, label_given, steps, n):
-    """Digit completion: label accuracy and FID of completed halves of N test digits, beside the half digits and
-    the real ones (all sets share the known halves: compare FIDs within one run only)."""
-    from benchmarks.sampling import _half_mask
+def inpainting(model, mask, method, resample, label_given, steps, n):
+    """Digit completion: label accuracy and FID of N test digits completed from the known pixels of each mask
+    family (halves; hand-drawn-like strokes; free-form erasures), beside the known pixels alone on black and the
+    real digits (the sets of one family share their known pixels: compare FIDs within one family and run)."""
     from mnist_diffusion.data import load_split
 
     images, labels = (a[:n] for a in load_split("mnist", "test"))
     pipes = {m: load(m) for m in model}
-    for s in side:
-        mask = _half_mask(s, n)
-        yield {"side": s, "set": "real digits"}, scores(images, labels, ("fid", "label_accuracy"), False)
+    for family in mask:
+        known = masks(family, images)
+        say(f"   {family}: {known.mean():.0%} of the pixels known")
+        yield {"mask": family, "set": "real digits"}, scores(images, labels, ("fid", "label_accuracy"), False)
         yield (
-            {"side": s, "set": "known half, rest black"},
-            scores((images * mask).astype(np.uint8), labels, ("fid", "label_accuracy"), False),
+            {"mask": family, "set": "known pixels, rest black"},
+            scores((images * known).astype(np.uint8), labels, ("fid", "label_accuracy"), False),
         )
         for m, meth, r, given, st in (
             (m, a, r, g, st) for m in model for a in method for r in resample for g in label_given for st in steps
         ):
             out = pipes[m].inpaint(
                 images,
-                mask,
+                known,
                 labels=labels if given else None,
                 method=meth,
                 resample=r,
                 sampler="ddim" if r > 1 else None,
                 steps=st or None,
             )
-            if not np.array_equal(out.images[mask > 0], images[mask > 0]):
-                say(f"   {m} {meth}: the known half did not come back exactly")
+            if not np.array_equal(out.images[known > 0], images[known > 0]):
+                say(f"   {m} {meth}: the known pixels did not come back exactly")
             yield (
                 {
-                    "side": s,
+                    "mask": family,
                     "model": m,
                     "method": meth,
                     "resample": r,
@@ -181,6 +183,7 @@ def inpainting(model, side, method, resample, label_given, steps, n):
                 },
                 {
                     **scores(out.images, labels, ("fid", "label_accuracy"), False),
+                    "known_fraction": float(known.mean()),
                     "images_per_s": n / out.settings["seconds"],
                 },
             )
