@@ -3,6 +3,7 @@ docs/api.md and the public modules' docstrings run as written, and every command
 README and the docs pages names commands, options and calls that exist."""
 
 import ast
+import builtins
 import doctest
 import inspect
 import os
@@ -113,6 +114,37 @@ def test_python_snippets_use_names_that_exist():
                     _check_call(SNIPPET_NAMES[node.value.id], node.attr, calls.get(id(node)), page.name)
                     checked += 1
     assert checked >= 10
+
+
+def _free_names(tree: ast.AST) -> set[str]:
+    """Names a snippet reads that it never binds (assigns, imports, defines or takes as a parameter)."""
+    bound, read = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else read).add(node.id)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return read - bound - set(dir(builtins))
+
+
+def test_python_snippets_read_no_name_from_nowhere():
+    """Each page's snippets, read top to bottom, bind every name they use: `pipe.inpaint(images, mask)` with
+    `images` defined nowhere would fail here."""
+    for page in PAGES:
+        seen: set[str] = set()
+        for block in _blocks(page, "python"):
+            if ">>>" in block:
+                continue  # doctests run above
+            tree = ast.parse(block)
+            missing = _free_names(tree) - seen
+            assert not missing, f"{page.name}: a snippet uses {sorted(missing)} without defining them"
+            seen |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+                (a.asname or a.name).split(".")[0] for a in ast.walk(tree) if isinstance(a, ast.alias)
+            }
 
 
 def test_readme_is_short_and_keeps_the_headline_markers():

@@ -66,13 +66,30 @@ def test_a_translation_with_a_cell_missing_is_refused(tmp_path):
         build.translated(DERIVED["01_seed_retold.ipynb"], short)
 
 
+# Notebooks whose every output, stderr included, must be free of warnings (the first a learner opens).
+WITHOUT_WARNINGS = ("01_seed_retold.ipynb", "01_seed_retold_ko.ipynb")
+
+
+def _warnings(nb) -> list[str]:
+    """The lines of `nb`'s outputs (stdout and stderr) that name a warning."""
+    text = "".join(
+        o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"
+    )
+    return [line for line in text.splitlines() if "Warning" in line or "warnings.warn" in line]
+
+
 @pytest.mark.parametrize("name", sorted(DERIVED))
 def test_notebook_runs_at_tiny_size(name, tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_DIFFUSION_NOTEBOOK_SIZE", "tiny")
     monkeypatch.setenv("MNIST_DIFFUSION_NOTEBOOK_FIGURES", str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
-    nb = build.execute(nbformat.from_dict(DERIVED[name]), timeout=300)
+    nb = nbformat.from_dict(DERIVED[name])
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()  # build.execute would drop stderr, where warnings go
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    if name in WITHOUT_WARNINGS:
+        assert not _warnings(nb), f"{name} printed warnings: {_warnings(nb)}"
     assert list(tmp_path.rglob("*.png")), f"{name} wrote no figures"
     assert "tiny run" in _setup_output(nb)
