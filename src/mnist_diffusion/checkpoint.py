@@ -7,11 +7,14 @@ Two kinds of file, both carrying the resolved run config and the format version 
 - `checkpoint.safetensors` (kind "training-state"): raw and EMA weights, optimizer moments, RNG states and the
   position in the data order, so `train --resume` continues exactly where it stopped.
 
-No pickle anywhere: tensors go in safetensors, everything else in JSON metadata.
+No pickle anywhere: tensors go in safetensors, everything else in JSON metadata. The metadata also holds the
+sha256 of the tensors (`weights_sha256`), checked on every load, so flipped bytes are refused rather than
+sampled; files written before it was recorded load unchecked (the packaged ones are pinned by their file hash).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +27,27 @@ from torch import nn
 
 from mnist_diffusion import assets
 from mnist_diffusion.config import FORMAT_VERSION, ConfigError, RunConfig, load_run_config
-from mnist_diffusion.errors import CheckpointError
-from mnist_diffusion.files import atomic_write
+from mnist_diffusion.errors import CheckpointError, UserError
+from mnist_diffusion.files import atomic_write, parse_json
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "checkpoint.safetensors"
+CHECKSUM_KEY = "tensors_sha256"  # metadata: `weights_sha256` of the file's tensors, checked on load
+_OWN_KEYS = ("config", "format_version", "kind", CHECKSUM_KEY)  # metadata that is not a writer's `info`
+
+
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors themselves (sorted names, dtypes, shapes, bytes), not the file.
+
+    Files differ in their metadata (step, config, a packaged copy's card) while holding the same weights;
+    hashing the tensors names the weights, whatever file they sit in.
+    """
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def _metadata(cfg: RunConfig, kind: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
@@ -37,22 +56,31 @@ def _metadata(cfg: RunConfig, kind: str, extra: dict[str, Any] | None = None) ->
     return meta
 
 
-def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Tensors and metadata (plus the tensors' sha256) into `path`, atomically; a failed write is one sentence
+    (`files.WriteFailed`) and leaves the previous file."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {**metadata, CHECKSUM_KEY: weights_sha256(tensors)}
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except SafetensorError as e:  # how safetensors reports a full disk: make it the OSError it is
+            raise OSError(str(e).splitlines()[0] if str(e) else "safetensors could not write it") from None
+
+    atomic_write(path, write)
 
 
 def save_model(
     path: Path, cfg: RunConfig, weights: dict[str, torch.Tensor], extra: dict[str, Any] | None = None
 ) -> None:
     """Write sampling weights with their config (atomically)."""
-    atomic_write(path, lambda tmp: save_file(_contiguous(weights), tmp, metadata=_metadata(cfg, "model", extra)))
+    _write(path, weights, _metadata(cfg, "model", extra))
 
 
 def save_training_state(path: Path, cfg: RunConfig, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """Write the full training state: `tensors` (prefixed model./ema./optim./rng.) and JSON-able `info`."""
-    atomic_write(
-        path, lambda tmp: save_file(_contiguous(tensors), tmp, metadata=_metadata(cfg, "training-state", info))
-    )
+    _write(path, tensors, _metadata(cfg, "training-state", info))
 
 
 @dataclass
@@ -98,14 +126,33 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", expect_kind:
     if expect_kind and kind != expect_kind:
         raise CheckpointError(f"{path} holds a {kind} checkpoint, but a {expect_kind} checkpoint is needed here.")
     try:
-        cfg = load_run_config(json.loads(meta["config"]), str(path))
-        info = {k: json.loads(v) for k, v in meta.items() if k not in ("config", "format_version", "kind")}
-        tensors = load_file(str(path), device=str(device))
+        cfg = load_run_config(parse_json(meta["config"], f"{path}'s config"), str(path))
+        info = {k: parse_json(v, f"{path}'s metadata {k!r}") for k, v in meta.items() if k not in _OWN_KEYS}
+        tensors = load_file(str(path), device="cpu")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
-    except (SafetensorError, OSError, json.JSONDecodeError) as e:
+    except CheckpointError:
+        raise
+    except UserError as e:  # metadata that is not JSON, too large or too deep
+        raise CheckpointError(str(e)) from None
+    except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is corrupt and cannot be read ({e}).") from None
+    _verify(path, tensors, meta.get(CHECKSUM_KEY))
+    if torch.device(device).type != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
     return Loaded(path=path, config=cfg, kind=kind, tensors=tensors, info=info)
+
+
+def _verify(path: Path, tensors: dict[str, torch.Tensor], expected: str | None) -> None:
+    """Refuse tensors whose sha256 is not the one recorded when the file was written (none recorded: as before)."""
+    if expected is None:
+        return
+    actual = weights_sha256(tensors)
+    if actual != expected:
+        raise CheckpointError(
+            f"{path} is damaged: its tensors hash to {actual[:16]}..., not to the {expected[:16]}... recorded when "
+            "it was written; use another copy of it, or retrain."
+        )
 
 
 def resolve_model_path(path_or_name: str | Path | None) -> Path:
@@ -145,6 +192,28 @@ def load_weights(net: nn.Module, weights: dict[str, torch.Tensor], path: Path | 
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{path} does not match the network its config describes ({first}).") from None
     return net
+
+
+def check_tensors(path: Path | str, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Refuse, before anything is loaded, `tensors` whose names, shapes or dtypes are not those of `expected`
+    (name -> a tensor of the right shape and dtype): one sentence naming the first difference."""
+    missing = sorted(set(expected) - set(tensors))
+    unknown = sorted(set(tensors) - set(expected))
+    if missing or unknown:
+        what = f"lacks {missing[0]!r}" if missing else f"holds {unknown[0]!r}, which"
+        more = len(missing) + len(unknown) - 1
+        extra = f" (and {more} more difference{'s' if more > 1 else ''})" if more else ""
+        raise CheckpointError(
+            f"{path} {what}{'' if missing else ' this run does not have'}{extra}; it is not a training state "
+            "of this run's network and optimizer."
+        )
+    for name, want in expected.items():
+        got = tensors[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointError(
+                f"{path} holds {name!r} as {got.dtype} {tuple(got.shape)}, but this run's is {want.dtype} "
+                f"{tuple(want.shape)}; the file is damaged or belongs to another run."
+            )
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -15,7 +15,6 @@ and a deterministic encoding makes the scale and the training targets reproducib
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import nn
 
 from mnist_diffusion import assets, runtime
 from mnist_diffusion import checkpoint as ckpt
+from mnist_diffusion.checkpoint import weights_sha256
 from mnist_diffusion.config import ConfigError, LatentConfig, RunConfig
 from mnist_diffusion.data import to_float, to_uint8
 from mnist_diffusion.errors import CheckpointError
@@ -99,20 +99,6 @@ class FrozenAutoencoder:
     def to(self, device: str | torch.device) -> FrozenAutoencoder:
         self.net.to(device)
         return self
-
-
-def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over the weights themselves (sorted names, dtypes, shapes, bytes), not the file.
-
-    Files differ in their metadata (step, config, a packaged copy's card) while holding the same weights;
-    hashing the tensors names the autoencoder, whatever file it sits in.
-    """
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def resolve_reference(reference: str, sha256: str = "") -> Path:

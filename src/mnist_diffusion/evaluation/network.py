@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.files import parse_json
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,15 @@ class EvaluatorConfig:
     @classmethod
     def from_json(cls, text: str, source: str = "evaluator metadata") -> EvaluatorConfig:
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
+            raw = parse_json(text, f"{source}: 'config'")  # bounded: no RecursionError from a deep nest
+        except UserError as e:
             raise UserError(
-                f"{source}: 'config' is not valid JSON ({e}); re-create the file with "
-                "`mnist-diffusion evaluator train`."
+                f"{str(e).removesuffix('.')}; re-create the file with `mnist-diffusion classifier train`."
             ) from None
+        if not isinstance(raw, dict):
+            raise UserError(
+                f"{source}: 'config' is not a JSON object; re-create the file with `mnist-diffusion classifier train`."
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:

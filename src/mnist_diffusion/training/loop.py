@@ -27,7 +27,7 @@ from mnist_diffusion import openmp
 from mnist_diffusion.config import RunConfig
 from mnist_diffusion.data import to_float, training_images
 from mnist_diffusion.device import resolve_device
-from mnist_diffusion.errors import UserError
+from mnist_diffusion.errors import CheckpointError, UserError
 from mnist_diffusion.evaluation.quick import quick_kid
 from mnist_diffusion.files import atomic_write_text
 from mnist_diffusion.models import build_model, count_parameters
@@ -152,7 +152,12 @@ class Trainer:
         p.last_good_step = p.step
 
     def restore(self, loaded: ckpt.Loaded) -> None:
+        """Load a training state written by `save`. Every tensor's name, shape and dtype and every field of its
+        metadata is checked first, so a damaged or foreign file is refused with one sentence and nothing of it
+        is loaded (no wrongly shaped EMA tensor broadcast into the EMA, no file rewritten)."""
         t, info = loaded.tensors, loaded.info
+        ckpt.check_tensors(loaded.path, t, self._state_layout(t))
+        self._check_info(loaded.path, info)
         self.net.load_state_dict(ckpt.split_prefix(t, "model"))
         if self.ema is not None:
             for k, v in ckpt.split_prefix(t, "ema").items():
@@ -167,6 +172,52 @@ class Trainer:
         if self.device.type == "cuda" and "rng.cuda" in t:
             torch.cuda.set_rng_state(t["rng.cuda"].cpu(), self.device)
         self.progress = Progress(info["step"], info["epoch"], info["batch"], info["step"])
+
+    def _state_layout(self, found: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What `save` writes for this run, name -> a tensor of its shape and dtype. Optimizer moments are there
+        once a step has been taken: then every parameter has the same entries, shaped like the parameter, and a
+        0-d 'step' count."""
+        weights = self.net.state_dict()
+        layout = {f"model.{k}": v for k, v in weights.items()}
+        if self.cfg.train.ema_decay:  # rank 0's EMA (float32 copies), also in the file other ranks read
+            layout.update({f"ema.{k}": torch.empty(v.shape, dtype=torch.float32) for k, v in weights.items()})
+        params = [p for group in self.opt.param_groups for p in group["params"]]
+        keys = {k.split(".", 2)[2] for k in found if k.startswith("optim.0.") and k.count(".") == 2}
+        count = torch.empty((), dtype=torch.float32)  # Adam's step count
+        layout.update({f"optim.{i}.{k}": count if k == "step" else p for i, p in enumerate(params) for k in keys})
+        layout["rng.torch"] = torch.get_rng_state()
+        if self.generator is not None:
+            layout["rng.generator"] = self.generator.get_state()
+        cuda = found.get("rng.cuda")  # a CUDA run's; a run that moves to or from the CPU starts or drops it
+        if cuda is not None:
+            layout["rng.cuda"] = torch.empty(cuda.shape[:1], dtype=torch.uint8)
+        return layout
+
+    def _check_info(self, path: Path, info: dict[str, Any]) -> None:
+        """The training-state metadata `save` writes, each field of its type and range, else one sentence."""
+        per_epoch = batches_per_epoch(len(self.images), self.cfg.train.batch_size)
+        for key, high in (("step", None), ("epoch", None), ("batch", per_epoch), ("ema_updates", None)):
+            value = info.get(key, 0 if key == "ema_updates" else None)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (high and value > high):
+                bound = f"from 0 to {high}" if high else ">= 0"
+                raise CheckpointError(
+                    f"{path} records {key} as {value!r}, not a whole number {bound}; the file is damaged."
+                )
+        saved, groups = info.get("optimizer"), self.opt.param_groups
+        ok = isinstance(saved, dict) and isinstance(saved.get("param_groups"), list)
+        ok = ok and isinstance(saved.get("scalars", {}), dict) and len(saved["param_groups"]) == len(groups)
+        for old, new in zip(saved["param_groups"] if ok else [], groups):
+            ok = ok and isinstance(old, dict) and set(old) == set(new)
+            ok = ok and all(_same_kind(old[k], new[k]) for k in new if k != "params")
+            ok = ok and isinstance(old["params"], list) and len(old["params"]) == len(new["params"])
+        count = sum(len(group["params"]) for group in groups)
+        for name, value in saved.get("scalars", {}).items() if ok else ():  # "<parameter>.<key>": a number
+            pid = name.split(".", 1)[0]
+            ok = ok and "." in name and pid.isdigit() and int(pid) < count and _same_kind(value, 0.0)
+        if not ok:
+            raise CheckpointError(
+                f"{path} records optimizer settings that do not fit this run's optimizer; the file is damaged."
+            )
 
     # ---- the loop -----------------------------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -225,13 +276,30 @@ class Trainer:
         return self.progress
 
     def evaluate_hook(self, logger) -> None:
-        """KID and label accuracy on a small sample set, logged beside the loss (rank 0)."""
+        """KID and label accuracy on a small sample set, logged beside the loss (rank 0). Building the networks
+        draws initial weights from torch's global generator, which dropout also uses: the check runs on a fork
+        of it, so a run draws the same masks with or without it, and a resume from a checkpoint saved at this
+        step goes on as the run did."""
         if not self.dist.is_main:
             return
-        out = from_training(self.cfg, self.sampling_weights(), self.device).sample(
-            self.cfg.train.eval_samples, seed=12345
-        )
-        logger.write({"step": self.progress.step, "eval": quick_kid(out.images, out.labels, self.cfg.data.dataset)})
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            out = from_training(self.cfg, self.sampling_weights(), self.device).sample(
+                self.cfg.train.eval_samples, seed=12345
+            )
+            scores = quick_kid(out.images, out.labels, self.cfg.data.dataset)
+        logger.write({"step": self.progress.step, "eval": scores})
+
+
+def _same_kind(saved: Any, current: Any) -> bool:
+    """Whether an optimizer setting read back from JSON is of the kind the optimizer holds (numbers as numbers,
+    flags as flags, betas as a pair of numbers)."""
+    if isinstance(current, bool) or current is None or isinstance(current, str):
+        return type(saved) is type(current)
+    if isinstance(current, (int, float)):
+        return isinstance(saved, (int, float)) and not isinstance(saved, bool)
+    if isinstance(current, (list, tuple)):
+        return isinstance(saved, list) and len(saved) == len(current) and all(map(_same_kind, saved, current))
+    return True
 
 
 def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer:
