@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from mnist_diffusion import checkpoint as ckpt
+from mnist_diffusion.batches import MAX_SAMPLES, check_whole
 from mnist_diffusion.config import RunConfig, apply_overrides, with_changes
 from mnist_diffusion.diffusion.samplers import check_settings
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.evaluation.report import baseline_labels, evaluate_images, read_samples
+from mnist_diffusion.evaluation.report import baseline_labels, check_scoring, evaluate_images, read_samples
 from mnist_diffusion.files import check_writable
 from mnist_diffusion.pipeline import Pipeline, load
 from mnist_diffusion.precision import resolve_precision
@@ -179,8 +180,8 @@ def evaluate(
 ) -> dict:
     """Score samples against real data with the packaged evaluator, beside baselines at the same N.
 
-    source: a model (packaged name, run directory, checkpoint or Pipeline; n samples, default 10,000, are
-    drawn with `sampling` settings: sampler, steps, guidance, guidance_interval, batch_size), a samples .npz
+    source: a model (packaged name, run directory, checkpoint or Pipeline; n samples, default 10,000, at most
+    1,000,000, are drawn with `sampling` settings: sampler, steps, guidance, guidance_interval, batch_size), a samples .npz
     ('images' uint8 (N, 28, 28), optional 'labels'), or a uint8 array of images (N, 28, 28).
     labels: for an array, its images' int labels (N,); for a model, what `Pipeline.sample` takes, or 'data':
     the labels of the training images the baseline scores, so samples and baseline share a class mix.
@@ -189,6 +190,9 @@ def evaluate(
     Returns the report dict (`evaluation.report.format_report` prints it).
     """
     started = time.perf_counter()
+    if n is not None:  # n = 0 is refused, never "the default"
+        check_whole("n", n, 1, MAX_SAMPLES)
+    check_scoring(metrics, kid_subsets, kid_subset_size, seed)  # before any sample is drawn
     if isinstance(source, np.ndarray):
         images, given, what = source, labels, "images"
         dataset = dataset or "mnist"
@@ -202,7 +206,7 @@ def evaluate(
         what, dataset = str(source), dataset or "mnist"
     else:
         pipe = source if isinstance(source, Pipeline) else load(source, precision=precision, compile=compile)
-        n = n or 10_000
+        n = 10_000 if n is None else n
         dataset = dataset or pipe.config.data.dataset
         data_dir = data_dir if data_dir is not None else pipe.config.data.data_dir
         if isinstance(labels, str) and labels == "data":

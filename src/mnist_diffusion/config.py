@@ -59,6 +59,13 @@ NonNegativeInt = Annotated[int, Range(0)]
 PositiveFloat = Annotated[float, Range(0, low_open=True)]
 NonNegativeFloat = Annotated[float, Range(0)]
 Probability = Annotated[float, Range(0, 1, high_open=True)]  # [0, 1)
+# The classifier-free guidance scale, declared once: the config, the CLI, the Python API and the page's server
+# all check it against this range (1 = plain conditional; far beyond the top, samples are noise).
+GUIDANCE_RANGE = (0.0, 20.0)
+Guidance = Annotated[float, Range(*GUIDANCE_RANGE)]
+# train.seed: the data order's generator is seeded with seed * 100003 + epoch (training/data_order.py), which
+# torch's generators take up to 2**64.
+TrainSeed = Annotated[int, Range(0, 10**14)]
 
 # The allowed values of each choice, declared once.
 Dataset = Literal["mnist", "fashion-mnist"]
@@ -142,8 +149,8 @@ class DistillConfig:
     # Narrower widths give a student that samples faster on a CPU but starts from fresh weights.
     student_channels: tuple[PositiveInt, ...] | None = None
     discretisation: Annotated[int, Range(2)] = 40  # consistency: points of the teacher's ODE grid
-    guidance_min: NonNegativeFloat = 1.0  # the student learns every scale in [min, max]
-    guidance_max: NonNegativeFloat = 4.0
+    guidance_min: Guidance = 1.0  # the student learns every scale in [min, max]
+    guidance_max: Guidance = 4.0
     unconditional: Probability = 0.1  # share of samples distilled without a label
 
 
@@ -159,7 +166,7 @@ class TrainConfig:
     grad_clip: PositiveFloat | None = None
     ema_decay: Annotated[float, Range(0, 1, True, True)] | None = None  # None = no EMA (the seed tutorial)
     label_dropout: Probability = 0.1  # only for class-conditional models (classifier-free guidance)
-    seed: NonNegativeInt = 0
+    seed: TrainSeed = 0
     checkpoint_every: PositiveInt = 500  # optimizer steps between checkpoints (and at every epoch end)
     log_every: PositiveInt = 50
     eval_every: PositiveInt | None = None  # steps between in-training KID checks; None = never
@@ -175,7 +182,7 @@ class TrainConfig:
 class SampleConfig:
     sampler: str = "dpmpp_2m"  # a name in diffusion/samplers.py's registry, checked there against diffusion.kind
     steps: PositiveInt = 20
-    guidance: NonNegativeFloat = 1.0  # classifier-free guidance scale w; 1 = plain conditional
+    guidance: Guidance = 1.0  # classifier-free guidance scale w (`GUIDANCE_RANGE`); 1 = plain conditional
     # Apply guidance only where the noise level sigma (VE: sqrt((1 - alpha_bar) / alpha_bar)) lies in (low, high]
     # (Kynkaanniemi et al. 2024); None = at every step.
     guidance_interval: tuple[NonNegativeFloat, ...] | None = None

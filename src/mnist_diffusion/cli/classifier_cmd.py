@@ -10,6 +10,7 @@ import pathlib
 import torch
 
 from mnist_diffusion import assets
+from mnist_diffusion.cli.options import add_seed_option
 from mnist_diffusion.config import DataConfig, choices
 from mnist_diffusion.data import load_split
 from mnist_diffusion.errors import UserError
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     )
     train.add_argument("--dataset", choices=choices(DataConfig, "dataset"), default="mnist")
     train.add_argument("--epochs", type=int, default=4, help="passes over the training set (default 4)")
-    train.add_argument("--seed", type=int, default=0, help="seed for weights, data order and shifts (default 0)")
+    add_seed_option(train, "seed for weights, data order and shifts")
     train.add_argument(
         "--out", type=pathlib.Path, default=None, help="weights file to write (default ./evaluator-DATASET.safetensors)"
     )

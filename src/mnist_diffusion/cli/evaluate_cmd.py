@@ -7,15 +7,24 @@ import argparse
 import pathlib
 
 from mnist_diffusion.api import evaluate
+from mnist_diffusion.batches import MAX_SAMPLES
 from mnist_diffusion.cli.options import (
     add_compile_option,
     add_precision_option,
     add_sampling_options,
+    add_seed_option,
     sampling_settings,
+    whole,
 )
 from mnist_diffusion.config import DataConfig, choices
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.evaluation.report import ALL_METRICS, format_report, write_json
+from mnist_diffusion.evaluation.report import (
+    ALL_METRICS,
+    MAX_KID_SUBSET_SIZE,
+    MAX_KID_SUBSETS,
+    format_report,
+    write_json,
+)
 from mnist_diffusion.files import check_writable
 from mnist_diffusion.pipeline import load
 
@@ -34,12 +43,12 @@ def register(subparsers) -> None:
     p.add_argument("path", help=".npz of samples, or a packaged model name, run directory or checkpoint")
     p.add_argument(
         "--n",
-        type=int,
+        type=whole(1, MAX_SAMPLES),
         default=None,
-        help=f"number of samples (default: all in a .npz; {DEFAULT_N} drawn from a model)",
+        help=f"number of samples, 1 to {MAX_SAMPLES:,} (default: all in a .npz; {DEFAULT_N} drawn from a model)",
     )
     add_sampling_options(p)
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling, baselines and KID subsets (default 0)")
+    add_seed_option(p, "seed for sampling, baselines and KID subsets")
     p.add_argument("--device", default="cpu", help="device to sample on: cpu | cuda | mps | auto")
     add_precision_option(p)
     add_compile_option(p)
@@ -53,8 +62,18 @@ def register(subparsers) -> None:
     p.add_argument(
         "--metrics", default=None, help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all that apply)"
     )
-    p.add_argument("--kid-subsets", type=int, default=100, help="KID subset pairs (default 100)")
-    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (default 1000)")
+    p.add_argument(
+        "--kid-subsets",
+        type=whole(1, MAX_KID_SUBSETS),
+        default=100,
+        help=f"KID subset pairs, 1 to {MAX_KID_SUBSETS:,} (default 100)",
+    )
+    p.add_argument(
+        "--kid-subset-size",
+        type=whole(2, MAX_KID_SUBSET_SIZE),
+        default=1000,
+        help=f"KID subset size, 2 to {MAX_KID_SUBSET_SIZE:,} (default 1000)",
+    )
     p.add_argument("--no-baselines", action="store_true", help="skip the train-image and noise baselines")
     p.add_argument("--evaluator", default=None, help="evaluator weights file (default: the packaged one)")
     p.add_argument("--json", type=pathlib.Path, default=None, help="also write the report as JSON here")
@@ -63,10 +82,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("n", "kid_subsets", "kid_subset_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
     if args.json is not None:
         check_writable(args.json, "JSON report")
     metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -92,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate(args.path, args.n, **common)
     else:
         pipe = load(args.path, args.device, args.precision or "auto", compile=args.compile)
-        n = args.n or DEFAULT_N
+        n = DEFAULT_N if args.n is None else args.n
         print(f"drawing {n} samples from {args.path} ...", flush=True)
         settings = sampling_settings(args)
         report = evaluate(pipe, n, labels=settings.pop("labels"), progress=not args.no_progress, **common, **settings)

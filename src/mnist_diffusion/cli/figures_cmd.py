@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mnist_diffusion import assets
+from mnist_diffusion.cli.options import add_seed_option
 from mnist_diffusion.errors import UserError
 
 
@@ -28,7 +29,7 @@ def register(sub) -> None:
     p.add_argument(
         "--out", type=Path, help="output folder (default RUN_DIR/figures, or ./figures-NAME for a packaged model)"
     )
-    p.add_argument("--seed", type=int, default=0, help="image i starts from noise seeded with SEED + i")
+    add_seed_option(p)
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from mnist_diffusion import assets
-from mnist_diffusion.cli.options import add_sampling_options
+from mnist_diffusion.batches import MAX_RESAMPLE
+from mnist_diffusion.cli.options import add_sampling_options, add_seed_option, whole
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.files import check_writable
+from mnist_diffusion.files import check_output
 from mnist_diffusion.images import inpainting_grid, save_image
 from mnist_diffusion.pipeline import INPAINT_METHODS, half_mask, load
 
@@ -44,9 +45,14 @@ def register(sub) -> None:
         help="project: paste the known pixels into each step's x0 estimate (default); replace: put the "
         "known region of x_t back on the forward process",
     )
-    p.add_argument("--resample", type=int, default=1, help="RePaint: take every step this many times (default 1)")
+    p.add_argument(
+        "--resample",
+        type=whole(1, MAX_RESAMPLE),
+        default=1,
+        help=f"RePaint: take every step this many times, 1 to {MAX_RESAMPLE} (default 1)",
+    )
     add_sampling_options(p)
-    p.add_argument("--seed", type=int, default=0, help="image i starts from noise seeded with SEED + i")
+    add_seed_option(p)
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -77,9 +83,9 @@ def read_input(path: Path, keep: str | None) -> tuple[np.ndarray, np.ndarray, np
 
 
 def run(args: argparse.Namespace) -> int:
-    for path, what in ((args.npz, "completions file"), (args.out, "grid")):
-        if path is not None:
-            check_writable(path, what)
+    for path, what, suffixes in ((args.npz, "completions file", (".npz",)), (args.out, "grid", (".png",))):
+        if path is not None:  # before the model is loaded or a digit completed
+            check_output(path, what, suffixes)
     images, mask, file_labels = read_input(args.input, args.keep)
     pipe = load(args.path, args.device)
     labels = args.labels if args.labels is not None else file_labels

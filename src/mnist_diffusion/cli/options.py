@@ -4,8 +4,11 @@ sampler registry."""
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
-from mnist_diffusion.config import SampleConfig, TrainConfig, choices
+from mnist_diffusion.batches import MAX_SAMPLES, MAX_SEED
+from mnist_diffusion.config import GUIDANCE_RANGE, SampleConfig, TrainConfig, choices
 from mnist_diffusion.diffusion import samplers
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.pipeline import MODEL_DEFAULT
@@ -20,12 +23,48 @@ def sampler_help() -> str:
     )
 
 
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high], refused while the command line is parsed (before any
+    model is loaded or memory spent) with the range in the sentence."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low:,} to {high:,}, got {text!r}")
+        return value
+
+    return parse
+
+
+def guidance(text: str) -> float:
+    """An argparse type: a guidance scale in `config.GUIDANCE_RANGE`, the one range the config and the page use."""
+    low, high = GUIDANCE_RANGE
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number from {low:g} to {high:g}, got {text!r}")
+    return value
+
+
+def add_seed_option(
+    p: argparse.ArgumentParser, meaning: str = "image i starts from noise seeded with SEED + i"
+) -> None:
+    """--seed: a whole number from 0 to `batches.MAX_SEED` (default 0)."""
+    p.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help=f"{meaning} (0 to 2**63 - 1; default 0)")
+
+
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     """--sampler, --steps, --guidance, --guidance-interval, --labels, --spacing, --eta, --shift, --batch-size."""
     g = p.add_argument_group("sampling (defaults: the model's own settings)")
     g.add_argument("--sampler", choices=samplers.names(), metavar="SAMPLER", help=sampler_help())
     g.add_argument("--steps", type=int, help="number of sampler steps (grid points)")
-    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
+    low, high = GUIDANCE_RANGE
+    g.add_argument("--guidance", type=guidance, help=f"classifier-free guidance scale, {low:g} to {high:g} (1 = none)")
     g.add_argument(
         "--guidance-interval",
         metavar="LOW,HIGH",
@@ -39,7 +78,7 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
         type=float,
         help="flow models: the grid's timestep shift (1 = uniform; > 1 puts more steps where noise dominates)",
     )
-    g.add_argument("--batch-size", type=int, help="images per batch")
+    g.add_argument("--batch-size", type=whole(1, MAX_SAMPLES), help="images per batch")
 
 
 def add_precision_option(p: argparse.ArgumentParser) -> None:

@@ -6,14 +6,16 @@ import argparse
 from pathlib import Path
 
 from mnist_diffusion import assets
+from mnist_diffusion.batches import MAX_SAMPLES
 from mnist_diffusion.cli.options import (
     add_compile_option,
     add_precision_option,
     add_sampling_options,
+    add_seed_option,
     sampling_settings,
+    whole,
 )
-from mnist_diffusion.errors import UserError
-from mnist_diffusion.files import check_writable
+from mnist_diffusion.files import check_output
 from mnist_diffusion.pipeline import load
 from mnist_diffusion.trajectory import Trajectory, write_trajectory_gif
 
@@ -33,7 +35,9 @@ def register(sub) -> None:
         "or checkpoint (default: the packaged model)",
     )
     p.add_argument("--model", help="the same as PATH")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument(
+        "--n", type=whole(1, MAX_SAMPLES), default=64, help=f"number of images, 1 to {MAX_SAMPLES:,} (default 64)"
+    )
     add_sampling_options(p)
     p.add_argument(
         "--guide",
@@ -41,26 +45,29 @@ def register(sub) -> None:
         help="autoguidance: a weaker model of the same kind (an earlier or "
         "smaller run) guides in place of the unconditional pass",
     )
-    p.add_argument("--seed", type=int, default=0, help="image i starts from noise seeded with SEED + i")
+    add_seed_option(p)
     p.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
     add_precision_option(p)
     add_compile_option(p)
-    p.add_argument("--out", type=Path, help="grid PNG to write (default: samples.png, unless --npz or --gif is given)")
+    p.add_argument("--out", type=Path, help="grid .png to write (default: samples.png, unless --npz or --gif is given)")
     p.add_argument("--npz", type=Path, help="also write images (uint8 N,28,28) [and labels] to this .npz")
     p.add_argument("--gif", type=Path, help="also write the denoising of the first images as an animated GIF")
-    p.add_argument("--nrow", type=int, help="images per grid row")
+    p.add_argument("--nrow", type=whole(1, MAX_SAMPLES), help="images per grid row")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.nrow is not None and args.nrow < 1:
-        raise UserError(f"--nrow must be a positive number of images per row, got {args.nrow}.")
     if args.out is None and args.npz is None and args.gif is None:
         args.out = Path("samples.png")
-    for path, what in ((args.out, "grid"), (args.npz, "samples file"), (args.gif, "GIF")):
+    outputs = (
+        (args.out, "grid", (".png", ".npz")),
+        (args.npz, "samples file", (".npz",)),
+        (args.gif, "GIF", (".gif",)),
+    )
+    for path, what, suffixes in outputs:  # before the model is loaded or a digit drawn
         if path is not None:
-            check_writable(path, what)
+            check_output(path, what, suffixes)
     pipe = load(args.path or args.model, args.device, args.precision or "auto", compile=args.compile)
     if args.guide:
         pipe.autoguide(load(args.guide, args.device, args.precision or "auto", compile=args.compile))

@@ -11,6 +11,7 @@ from pathlib import Path
 from mnist_diffusion.api import train
 from mnist_diffusion.config import ConfigError, DataConfig, TrainConfig, choices, load_run_config
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.files import JSON_MAX_CHARS, parse_json
 from mnist_diffusion.recipes import RECIPES
 from mnist_diffusion.training.distributed import is_main_process
 from mnist_diffusion.training.loop import RunInterrupted
@@ -90,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
     recipe = args.recipe or "seed"
     if args.config:
         try:
-            data = json.loads(args.config.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"Cannot read config file {args.config}: {e}.") from None
+            if args.config.stat().st_size > JSON_MAX_CHARS:  # refused before it is read into memory
+                raise ConfigError(f"Config file {args.config} is larger than any run config; give a config.json.")
+            data = parse_json(args.config.read_bytes(), f"Config file {args.config}")
+        except OSError as e:
+            raise ConfigError(f"Cannot read config file {args.config}: {e.strerror or e}.") from None
         recipe = load_run_config(data, str(args.config))
     try:
         run_dir = train(
@@ -112,5 +115,6 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return exit_code(stop.signum)
-    print(f"Done: {run_dir}/model.safetensors (sample with: mnist-diffusion sample {run_dir})")
+    if is_main_process():  # under torchrun every rank gets here; one says so
+        print(f"Done: {run_dir}/model.safetensors (sample with: mnist-diffusion sample {run_dir})")
     return 0

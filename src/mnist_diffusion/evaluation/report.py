@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from mnist_diffusion.batches import MAX_SEED, check_whole
 from mnist_diffusion.data import load_split
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.evaluation import metrics as M
@@ -28,6 +29,8 @@ from mnist_diffusion.files import atomic_write_text
 
 ALL_METRICS = ("fid", "kid", "precision_recall", "classes", "label_accuracy", "memorisation")
 PR_K = 3
+MAX_KID_SUBSETS = 10_000  # KID's subset pairs: its standard deviation settles long before
+MAX_KID_SUBSET_SIZE = 100_000  # rows per KID subset (at most the sample count and the reference's are used)
 
 
 def check_samples(images, labels, source: str = "images") -> tuple[np.ndarray, np.ndarray | None]:
@@ -158,6 +161,17 @@ def baseline_labels(n: int, dataset: str = "mnist", seed: int = 0, data_dir: str
     return train_labels[_baseline_pick(len(train_labels), n, seed)[1]].astype(np.int64)
 
 
+def check_scoring(metrics: Iterable[str] | None, kid_subsets: int, kid_subset_size: int, seed: int) -> None:
+    """The scoring settings of `evaluate_images`, checked (names, whole numbers in range) before any sample is
+    drawn or image scored; one sentence each."""
+    unknown = [m for m in metrics or () if m not in ALL_METRICS]
+    if unknown:
+        raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(ALL_METRICS)}.")
+    check_whole("kid_subsets", kid_subsets, 1, MAX_KID_SUBSETS)
+    check_whole("kid_subset_size", kid_subset_size, 2, MAX_KID_SUBSET_SIZE)  # an unbiased MMD needs 2 rows
+    check_whole("seed", seed, 0, MAX_SEED)
+
+
 def evaluate_images(
     images: np.ndarray,
     labels: np.ndarray | None = None,
@@ -179,11 +193,9 @@ def evaluate_images(
     with the samples' labels) are scored with the same settings and seeds. `source` names the
     samples in error messages (a file name and key). Returns a JSON-ready dict.
     """
+    check_scoring(metrics, kid_subsets, kid_subset_size, seed)
     explicit = metrics is not None
     wanted = tuple(ALL_METRICS if metrics is None else metrics)
-    unknown = [m for m in wanted if m not in ALL_METRICS]
-    if unknown:
-        raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(ALL_METRICS)}.")
     images, labels = check_samples(images, labels, source)
     if labels is None:
         if explicit and "label_accuracy" in wanted:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from mnist_diffusion.config import GUIDANCE_RANGE  # the one range everywhere; the page's slider offers its lower part
 from mnist_diffusion.errors import UserError
 
-GUIDANCE_RANGE = (0.0, 20.0)  # the API's documented range; the page's slider offers its lower part
 # The pipeline seeds batch generators with seed * 7919 + start: 2**40 keeps that well inside int64.
 MAX_SEED = 2**40
 
