@@ -1,4 +1,10 @@
-"""Multi-process training under torchrun (gloo on CPU) and the pieces that keep the ranks in step."""
+"""Multi-process training under torchrun (gloo on CPU) and the pieces that keep the ranks in step.
+
+Every torchrun here writes each rank's stdout and stderr to files of its own (`--log-dir`, `--tee`), and a
+failed assertion shows every rank's stderr (`rank_logs`): one rank's error is usually the cause and the
+others' "Connection closed by peer" only its echo. The runs pin train.precision, so what they test does not
+hang on the speed probe `auto` measures on a machine's first run (`test_ranks_in_different_layouts_...`).
+"""
 
 import os
 import signal
@@ -32,26 +38,39 @@ TINY = [
     "train.checkpoint_every=2",
     "train.threads=1",
     "train.device=cpu",
+    "train.precision=fp32",
 ]
 TINY_ARGS = ["--recipe", "ddpm-cond", "--limit", "256", "--no-progress", "--no-samples"] + [
     a for s in TINY for a in ("--set", s)
 ]
 
 
-def torchrun(args, env_extra, nproc=2):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
-    cmd = [
+def torchrun_command(logs, nproc=2):
+    """torchrun on one node, every rank's output also in files under `logs` (read by `rank_logs`)."""
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         f"--nproc_per_node={nproc}",
         "--standalone",
-        "-m",
-        "mnist_diffusion",
-        "train",
-        *args,
+        f"--log-dir={logs}",
+        "--tee=3",
     ]
+
+
+def torchrun(args, env_extra, logs, nproc=2):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
+    cmd = [*torchrun_command(logs, nproc), "-m", "mnist_diffusion", "train", *args]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def rank_logs(logs, chars=3000):
+    """Every rank's stderr (its last `chars` characters), for a failure message: which rank failed first and why."""
+    parts = []
+    for path in sorted(logs.rglob("stderr.log")):
+        text = path.read_text(errors="replace")
+        parts.append(f"--- local rank {path.parent.name} stderr ---\n{text[-chars:] or '(empty)'}")
+    return "\n".join(parts) or f"(no rank logs under {logs})"
 
 
 def read_sums(folder, rank):
@@ -73,10 +92,11 @@ def checksum_of_checkpoint(path, folder):
 
 
 def test_two_ranks_stay_identical_and_the_checkpoint_resumes_on_one_process(tmp_path, monkeypatch):
-    run, sums = tmp_path / "run", tmp_path / "sums"
-    proc = torchrun([*TINY_ARGS, "--max-steps", "3", "--out", str(run)], {dist_utils.CHECKSUM_ENV: str(sums)})
+    run, sums, logs = tmp_path / "run", tmp_path / "sums", tmp_path / "logs"
+    proc = torchrun([*TINY_ARGS, "--max-steps", "3", "--out", str(run)], {dist_utils.CHECKSUM_ENV: str(sums)}, logs)
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-4000:]
+    assert proc.returncode == 0, rank_logs(logs)
+    assert out.count("Done:") == 1  # one rank says so
 
     rank0, rank1 = read_sums(sums, 0), read_sums(sums, 1)
     assert sorted(rank0) == [1, 2, 3]
@@ -196,14 +216,14 @@ def test_compiled_training_runs_and_saves_plain_weights(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_under_torchrun_stops_every_rank_at_the_same_step(tmp_path):
-    run, sums = tmp_path / "run", tmp_path / "sums"
-    proc = torchrun([*TINY_ARGS, "--epochs", "1000", "--out", str(run)], {dist_utils.CHECKSUM_ENV: str(sums)})
+    run, sums, logs = tmp_path / "run", tmp_path / "sums", tmp_path / "logs"
+    proc = torchrun([*TINY_ARGS, "--epochs", "1000", "--out", str(run)], {dist_utils.CHECKSUM_ENV: str(sums)}, logs)
     deadline = time.time() + 240
     while time.time() < deadline and not ((sums / "rank1.txt").is_file() and len(read_sums(sums, 1)) >= 3):
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)  # what a Ctrl-C in the terminal does: torchrun passes it to each rank
     out, _ = proc.communicate(timeout=120)
-    assert "Stopped by SIGINT after step" in out, out[-4000:]
+    assert "Stopped by SIGINT after step" in out, rank_logs(logs)
     rank0, rank1 = read_sums(sums, 0), read_sums(sums, 1)
     assert rank0 == rank1
     step = ckpt.load_checkpoint(run / ckpt.STATE_FILE).info["step"]
@@ -238,18 +258,40 @@ except TrainingError as e:
 def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     script = tmp_path / "nan_on_rank_1.py"
     script.write_text(NAN_ON_RANK_1)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--standalone",
-        str(script),
-        str(tmp_path / "run"),
-        *TINY,
-    ]
+    logs = tmp_path / "logs"
+    cmd = [*torchrun_command(logs), str(script), str(tmp_path / "run"), *TINY]
     r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode != 0
     for rank in (0, 1):  # neither rank hangs in the next all-reduce: both report the NaN of step 2
-        assert f"rank {rank}: The loss became nan at step 2; the last good checkpoint (step 2)" in out, out[-4000:]
+        assert f"rank {rank}: The loss became nan at step 2; the last good checkpoint (step 2)" in out, rank_logs(logs)
+
+
+LAYOUT_ON_RANK_1 = """
+import torch
+from torch import nn
+from mnist_diffusion.errors import UserError
+from mnist_diffusion.training import distributed as dist_utils
+
+d = dist_utils.init()
+net = nn.Conv2d(4, 4, 3)
+if d.rank == 1:  # what precision auto decided differently on this rank would do to the layout
+    net = net.to(memory_format=torch.channels_last)
+try:
+    dist_utils.wrap(net, d, torch.device("cpu"))
+except UserError as e:
+    print(f"rank {d.rank}: {e}", flush=True)
+"""
+
+
+def test_ranks_in_different_layouts_are_refused_on_every_rank(tmp_path):
+    """How the two-rank training used to fail on a machine's first run: each rank measured the bf16 probe on its
+    own, one chose channels_last and DDP failed there, the other saw only "Connection closed by peer"."""
+    script, logs = tmp_path / "layout_on_rank_1.py", tmp_path / "logs"
+    script.write_text(LAYOUT_ON_RANK_1)
+    cmd = [*torchrun_command(logs), str(script)]
+    r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    for rank in (0, 1):
+        assert f"rank {rank}: The ranks hold the network in different memory layouts" in out, rank_logs(logs)
+    assert "Connection closed by peer" not in out

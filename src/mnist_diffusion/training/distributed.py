@@ -90,15 +90,36 @@ def device_for(d: Dist, device: torch.device) -> torch.device:
 def wrap(net: nn.Module, d: Dist, device: torch.device) -> nn.Module | None:
     """A DDP view of `net` for the forward pass (gradients are averaged across ranks); None when alone.
 
-    DDP copies rank 0's weights to every rank here, so all ranks start equal.
+    DDP copies rank 0's weights to every rank here, so all ranks start equal. The ranks must hold the network
+    in one memory layout (`check_same_layout`).
     """
     if not d.enabled:
         return None
+    check_same_layout(d, net)
     # A 1x1 convolution's weight gradient can come back with different strides on its size-1 dimensions
     # than the weight itself; DDP copies it into its bucket just the same, and says so once per process.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(net, device_ids=ids)
+
+
+def check_same_layout(d: Dist, net: nn.Module) -> None:
+    """Refuse, on every rank alike, ranks whose networks differ in memory layout (NCHW or channels_last).
+
+    `train.channels_last=auto` follows the precision `auto` resolves to, and on a CPU with bf16 units that
+    comes from a speed probe each process measures on a machine's first run: two ranks measuring at once can
+    decide differently. DDP would then fail on one rank (its weights' strides differ from rank 0's) and the
+    others would see only "Connection closed by peer"; here every rank says what happened instead.
+    """
+    nhwc = [p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) for p in net.parameters()]
+    mine = torch.tensor([sum(nhwc), -sum(nhwc)], dtype=torch.long)
+    tdist.all_reduce(mine, op=tdist.ReduceOp.MAX)
+    if int(mine[0]) != -int(mine[1]):
+        raise UserError(
+            "The ranks hold the network in different memory layouts (channels_last on some, NCHW on others): "
+            "precision auto was measured separately in each process on this machine's first run; set "
+            "train.precision and train.channels_last explicitly, or start again now that the measurement is cached."
+        )
 
 
 def agree(d: Dist, loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
