@@ -13,7 +13,7 @@ FLOORS = [
     {"errors", "files", "config", "openmp", "cpu"},
     {"assets", "recipes", "device", "precision", "images", "data", "batches", "inpainting"},
     {"models", "diffusion", "checkpoint", "evaluation", "runtime"},
-    {"latent", "sample_result", "trajectory"},
+    {"latent", "sample_result", "sample_settings", "trajectory"},
     {"sample_space", "reconstructions"},
     {"pipeline"},
     {"training"},

@@ -283,7 +283,9 @@ def test_every_sampler_is_offered_by_the_config_check_the_cli_and_the_registry()
 
 
 def test_a_kind_without_samplers_and_an_unknown_name_are_one_sentence_each():
-    with pytest.raises(ConfigError, match="diffusion kind 'autoencoder' has no sampler; .*ddpm, flow, tutorial"):
+    with pytest.raises(
+        ConfigError, match="diffusion kind 'autoencoder' has no sampler; .*ddpm, flow, meanflow, tutorial"
+    ):
         samplers.check("ddim", "autoencoder")
     with pytest.raises(ConfigError, match="Unknown sampler 'magic'; choose one of: ddpm, .*, tutorial"):
         samplers.get("magic")

@@ -71,7 +71,7 @@ TrainSeed = Annotated[int, Range(0, 10**14)]
 Dataset = Literal["mnist", "fashion-mnist"]
 ValueRange = Literal["unit", "signed"]  # [0, 1] (the seed tutorial) | [-1, 1] (DDPM)
 ModelKind = Literal["basic_unet", "unet", "autoencoder"]
-DiffusionKind = Literal["tutorial", "ddpm", "flow", "autoencoder"]
+DiffusionKind = Literal["tutorial", "ddpm", "flow", "meanflow", "autoencoder"]
 ScheduleName = Literal["linear", "cosine"]
 Prediction = Literal["eps", "x0", "v", "velocity"]  # v: Salimans & Ho 2022; velocity: eps - x0 (flows)
 Weighting = Literal["uniform", "min_snr"]
@@ -105,19 +105,20 @@ class ModelConfig:
     groups: PositiveInt = 8  # GroupNorm groups
     latent_channels: PositiveInt = 4  # autoencoder only: C of the (C, 7, 7) latent
     guidance_input: bool = False  # the guidance scale is an input (distilled students: one pass, no doubled batch)
+    interval_input: bool = False  # the interval t - r is an input (MeanFlow's average velocity over [r, t])
 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    kind: DiffusionKind = "ddpm"  # tutorial (uniform-noise corrupt(), x0 MSE) | ddpm | flow | autoencoder (recon + KL)
+    kind: DiffusionKind = "ddpm"  # tutorial (corrupt(), x0 MSE) | ddpm | flow | meanflow | autoencoder (recon + KL)
     schedule: ScheduleName = "linear"  # linear (Ho 2020) | cosine (Nichol & Dhariwal 2021)
     timesteps: Annotated[int, Range(21)] = 1000  # the linear schedule's last beta reaches 1 at 20
     prediction: Prediction = "eps"
     loss_weighting: Weighting = "uniform"  # uniform | min_snr (Hang et al. 2023)
     min_snr_gamma: PositiveFloat = 5.0
     kl_weight: NonNegativeFloat = 1e-6  # autoencoder only: weight of the KL term that keeps the latent smooth
-    time_sampling: TimeSampling = "uniform"  # flow only: uniform or logit-normal times (Esser et al. 2024)
-    logit_mean: float = 0.0  # flow only: the logit-normal's mean and spread
+    time_sampling: TimeSampling = "uniform"  # flow, meanflow: uniform or logit-normal times (Esser et al. 2024)
+    logit_mean: float = 0.0  # flow, meanflow: the logit-normal's mean and spread
     logit_std: PositiveFloat = 1.0
 
 
@@ -155,6 +156,19 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class MeanFlowConfig:
+    """One-step generation trained without a teacher (Geng et al. 2025, "Mean Flows"): the network learns the
+    average velocity u(z_t, r, t) over [r, t] of the straight path from the identity u = v - (t - r) du/dt, with
+    du/dt a Jacobian-vector product and classifier-free guidance folded into the target (`diffusion/meanflow.py`).
+    """
+
+    r_ratio: Probability = 0.25  # share of samples with r < t; the rest (r = t) learn the instantaneous velocity
+    guidance: Annotated[float, Range(1, 20)] = 1.0  # w: the target's velocity is w v + (1 - w) u(z_t, t, t | no label)
+    weight_power: NonNegativeFloat = 1.0  # adaptive loss weight 1 / (error + weight_eps)^p, error the mean square
+    weight_eps: PositiveFloat = 1e-3
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: PositiveInt = 3
     max_steps: PositiveInt | None = None  # stop after at most this many optimizer steps (epochs still bound the run)
@@ -176,6 +190,8 @@ class TrainConfig:
     channels_last: Literal["auto"] | bool = "auto"  # NHWC maps; auto: where faster (training/layout.py)
     compile: bool = False
     threads: PositiveInt | None = None  # CPU threads; None = torch's default
+    init: str | None = None  # start from this model's weights (packaged name, run or file); new layers stay fresh
+    init_sha256: str = ""  # hash of those weights, recorded when the run starts
 
 
 @dataclass(frozen=True)
@@ -201,6 +217,7 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     latent: LatentConfig | None = None  # set for latent diffusion: the autoencoder the diffusion runs inside
     distill: DistillConfig | None = None  # set for a distilled student: its teacher and method
+    meanflow: MeanFlowConfig | None = None  # set for a MeanFlow model (diffusion.kind meanflow)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -399,13 +416,25 @@ def validate(cfg: RunConfig) -> None:
     """Checks across settings (each setting's own range is checked by its type); raises `ConfigError`."""
     if not cfg.model.channels:
         raise ConfigError("model.channels must list at least one width.")
-    pairs = {"basic_unet": ("tutorial",), "unet": ("ddpm", "flow"), "autoencoder": ("autoencoder",)}
+    pairs = {"basic_unet": ("tutorial",), "unet": ("ddpm", "flow", "meanflow"), "autoencoder": ("autoencoder",)}
     if cfg.diffusion.kind not in pairs[cfg.model.kind]:
         raise ConfigError(
             f"model.kind {cfg.model.kind} goes with diffusion.kind "
             f"{' or '.join(pairs[cfg.model.kind])}, not {cfg.diffusion.kind}."
         )
-    flow, prediction = cfg.diffusion.kind == "flow", cfg.diffusion.prediction
+    meanflow = cfg.diffusion.kind == "meanflow"
+    if meanflow != (cfg.meanflow is not None) or meanflow != cfg.model.interval_input:
+        raise ConfigError(
+            "A MeanFlow model has diffusion.kind meanflow, a meanflow section and model.interval_input "
+            "true, all three or none; start from the meanflow recipe."
+        )
+    if meanflow and cfg.diffusion.prediction != "velocity":
+        raise ConfigError("A MeanFlow network predicts an average velocity; set diffusion.prediction=velocity.")
+    if meanflow and cfg.model.guidance_input:
+        raise ConfigError(
+            "A MeanFlow model folds its guidance into training (meanflow.guidance); it takes no guidance input."
+        )
+    flow, prediction = cfg.diffusion.kind in ("flow", "meanflow"), cfg.diffusion.prediction
     if flow and prediction not in ("velocity", "x0", "eps"):
         raise ConfigError(
             f"diffusion.prediction {prediction} is a VP-path parametrisation; a flow model predicts "

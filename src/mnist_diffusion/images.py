@@ -94,8 +94,12 @@ def caption(settings: dict, guidance: str | None = None) -> str:
         f"sampler {settings.get('sampler', '?')}",
         f"{settings.get('steps', '?')} steps",
     ]
-    if settings.get("sampler") not in (None, "tutorial"):
+    if settings.get("process") in ("flow", "meanflow"):  # a grid of times in [0, 1], uniform unless shifted
+        if settings.get("shift", 1.0) != 1.0:
+            parts.append(f"shift {settings['shift']:g}")
+    elif settings.get("sampler") not in (None, "tutorial"):
         parts.append(f"{settings.get('spacing', '')} spacing".strip())
+    if settings.get("sampler") not in (None, "tutorial", "meanflow"):
         parts.append(guidance or f"guidance {settings.get('guidance', 1.0):g}")
         if settings.get("guidance_interval"):
             low, high = settings["guidance_interval"]

@@ -52,6 +52,17 @@ def check_inpainting_input(images, mask) -> tuple[np.ndarray, np.ndarray]:
     return images, (mask != 0).astype(np.float32)
 
 
+def check_inpainting_options(resample, method: str, labels, guidance) -> None:
+    """Refuse, in one sentence each, a resampling count that is not a whole number >= 1, an unknown method, and
+    guidance without labels to guide towards."""
+    if not isinstance(resample, int) or isinstance(resample, bool) or resample < 1:
+        raise UserError(f"resample must be a whole number >= 1, got {resample!r}.")
+    if method not in INPAINT_METHODS:
+        raise UserError(f"method must be one of {', '.join(INPAINT_METHODS)}, got {method!r}.")
+    if labels is None and guidance not in (None, 1.0):
+        raise UserError(f"guidance {guidance} needs labels to guide towards; give labels or leave guidance out.")
+
+
 def half_mask(side: str, n: int = 1) -> np.ndarray:
     """(n, 28, 28) float32 masks keeping one half of each digit: side = top | bottom | left | right."""
     mask = np.zeros((28, 28), np.float32)

@@ -24,17 +24,18 @@ from torch import nn
 
 from mnist_diffusion import assets, runtime
 from mnist_diffusion import checkpoint as ckpt
-from mnist_diffusion.batches import batches, cycled_labels, initial_noise, progress_bar, with_progress
-from mnist_diffusion.config import ConfigError, RunConfig, SampleConfig, from_dict, to_dict
+from mnist_diffusion.batches import batches, cycled_labels, initial_noise, progress_bar, with_progress  # noqa: F401 - initial_noise re-exported
+from mnist_diffusion.config import RunConfig, SampleConfig
 from mnist_diffusion.data import to_float, to_uint8
 from mnist_diffusion.device import resolve_device
 from mnist_diffusion.diffusion.process import make_process
-from mnist_diffusion.diffusion.samplers import chain, check_resample, check_settings
+from mnist_diffusion.diffusion.samplers import chain, check_resample
 from mnist_diffusion.errors import UserError
-from mnist_diffusion.inpainting import (
+from mnist_diffusion.inpainting import (  # noqa: F401 - INPAINT_METHODS and half_mask re-exported
     INPAINT_METHODS,
     INPAINT_MIN_STEPS,
     check_inpainting_input,
+    check_inpainting_options,
     half_mask,
     holding_known_region,
 )
@@ -43,40 +44,10 @@ from mnist_diffusion.models import build_model
 from mnist_diffusion.precision import PrecisionChoice, resolve_precision
 from mnist_diffusion.reconstructions import AutoencoderPreview
 from mnist_diffusion.sample_result import SampleResult
+from mnist_diffusion.sample_settings import MODEL_DEFAULT, resolve_settings
 from mnist_diffusion.sample_space import make_space
 
-__all__ = [
-    "INPAINT_METHODS",
-    "MODEL_DEFAULT",
-    "Pipeline",
-    "SampleResult",
-    "from_training",
-    "half_mask",
-    "initial_noise",
-    "load",
-]
-
 StepCallback = Callable[[dict], "torch.Tensor | None"]
-
-
-class _ModelDefault:
-    """The sentinel for "the model's own setting" where None already means something (guidance_interval=None:
-    guide at every step)."""
-
-    def __repr__(self) -> str:
-        return "MODEL_DEFAULT"
-
-
-MODEL_DEFAULT = _ModelDefault()
-
-
-def sampling_layout(net: nn.Module, device: str | torch.device) -> nn.Module:
-    """Put a network's weights in the memory layout that samples fastest on `device`, in place: NHWC
-    (channels_last) lets oneDNN on the CPU and cuDNN on CUDA pick faster convolution kernels for inference
-    (the `sampling` suite in docs/results.md); other devices keep NCHW."""
-    if torch.device(device).type in ("cpu", "cuda"):
-        net.to(memory_format=torch.channels_last)
-    return net
 
 
 class Pipeline:
@@ -169,7 +140,7 @@ class Pipeline:
         """Move the network (and autoencoder) to `device`; returns self."""
         self.device = resolve_device(str(device)) if str(device) == "auto" else torch.device(device)
         self.net.to(self.device)
-        sampling_layout(self.net, self.device)
+        runtime.sampling_layout(self.net, self.device)
         self._bind_forward()  # compiled graphs are per device
         self.space.to(self.device)
         return self
@@ -185,41 +156,12 @@ class Pipeline:
 
     # ---- sampling -----------------------------------------------------------------------------------------
     def settings(
-        self,
-        sampler=None,
-        steps=None,
-        guidance=None,
-        spacing=None,
-        eta=None,
-        guidance_interval=MODEL_DEFAULT,
-        shift=None,
+        self, sampler=None, steps=None, guidance=None, guidance_interval=MODEL_DEFAULT, **more
     ) -> SampleConfig:
-        """The model's sample settings with the given ones replaced, checked like any config."""
-        data = to_dict(self.config.sample)
-        given = {
-            "sampler": sampler,
-            "steps": steps,
-            "guidance": guidance,
-            "spacing": spacing,
-            "eta": eta,
-            "shift": shift,
-        }
-        data.update({k: v for k, v in given.items() if v is not None})
-        if guidance_interval is not MODEL_DEFAULT:
-            data["guidance_interval"] = None if guidance_interval is None else list(guidance_interval)
-        if not self.num_classes:
-            data["guidance"] = 1.0 if guidance is None else data["guidance"]
-        try:
-            resolved = from_dict(SampleConfig, data, "sample")
-            check_settings(resolved, self.config.diffusion.kind)
-        except ConfigError as e:
-            raise UserError(f"{e}") from None
-        if resolved.guidance_interval is not None and self.config.model.guidance_input:
-            raise UserError(
-                f"{self.name} has its guidance distilled in, so a guidance interval does not apply; "
-                "leave the guidance interval out."
-            )
-        return resolved
+        """The model's sample settings with the given ones (and `more`: spacing, eta, shift) replaced, checked."""
+        return resolve_settings(
+            self.config, self.name, guidance_interval, sampler=sampler, steps=steps, guidance=guidance, **more
+        )
 
     def autoguide(self, guide: Pipeline | None) -> Pipeline:
         """Guide with a weaker model of the same kind instead of the unconditional pass (autoguidance, Karras et
@@ -305,20 +247,7 @@ class Pipeline:
         )
         return self.decode(z)
 
-    def _draw(
-        self,
-        n: int,
-        labels: np.ndarray | None,
-        settings: SampleConfig,
-        seed: int,
-        batch_size: int | None,
-        progress: bool,
-        callback: StepCallback | None,
-        desc: str,
-        steps_per_batch: int,
-        per_batch: Callable | None = None,
-        resample: int = 1,
-    ) -> torch.Tensor:
+    def _draw(self, n, labels, settings, seed, batch_size, progress, callback, desc, per_batch=None, resample=1):
         """Float samples (n, C, 28, 28) batch by batch. Inpainting passes `per_batch(batch)` -> (edit, finish):
         the sampler-level callback that holds the batch's known region, and what makes the final images."""
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -326,19 +255,12 @@ class Pipeline:
         batch_size = self.default_batch_size if batch_size is None else batch_size
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise UserError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
-        bar = progress_bar(n, batch_size, steps_per_batch, progress, desc)
+        bar = progress_bar(n, batch_size, settings.steps * resample, progress, desc)
         out = []
         for batch in batches(n, batch_size, self.sample_shape, self.process.noise, seed, labels, self.device):
             edit, finish = per_batch(batch) if per_batch is not None else (None, None)
-            x = self.sample_batch(
-                batch.z_T,
-                batch.labels,
-                settings,
-                batch.generator,
-                with_progress(callback, bar, batch.start),
-                edit,
-                resample,
-            )
+            step = with_progress(callback, bar, batch.start)
+            x = self.sample_batch(batch.z_T, batch.labels, settings, batch.generator, step, edit, resample)
             out.append((finish(x.float()) if finish is not None else x.float()).cpu())
         bar.close()
         return torch.cat(out)
@@ -346,6 +268,7 @@ class Pipeline:
     def _result(self, samples: torch.Tensor, labels, settings: SampleConfig, started: float, **info) -> SampleResult:
         info = {
             "model": self.name,
+            "process": self.config.diffusion.kind,
             **dataclasses.asdict(settings),
             **info,
             "precision": self.precision.precision,
@@ -383,9 +306,9 @@ class Pipeline:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise UserError(f"n must be a whole number of images >= 1, got {n!r}.")
         started = time.perf_counter()
-        settings = self.settings(sampler, steps, guidance, spacing, eta, guidance_interval, shift)
+        settings = self.settings(sampler, steps, guidance, guidance_interval, spacing=spacing, eta=eta, shift=shift)
         all_labels = cycled_labels(labels, self.num_classes, n, every_class=True)
-        samples = self._draw(n, all_labels, settings, seed, batch_size, progress, callback, "sampling", settings.steps)
+        samples = self._draw(n, all_labels, settings, seed, batch_size, progress, callback, "sampling")
         return self._result(samples, all_labels, settings, started, seed=seed, n=n)
 
     def inpaint(
@@ -416,12 +339,7 @@ class Pipeline:
         about r times the network evaluations. Which is better: the `quality.inpainting` suite in docs/results.md.
         """
         images, mask = check_inpainting_input(images, mask)
-        if not isinstance(resample, int) or isinstance(resample, bool) or resample < 1:
-            raise UserError(f"resample must be a whole number >= 1, got {resample!r}.")
-        if method not in INPAINT_METHODS:
-            raise UserError(f"method must be one of {', '.join(INPAINT_METHODS)}, got {method!r}.")
-        if labels is None and guidance not in (None, 1.0):
-            raise UserError(f"guidance {guidance} needs labels to guide towards; give labels or leave guidance out.")
+        check_inpainting_options(resample, method, labels, guidance)
         started = time.perf_counter()
         settings = self.settings(
             sampler, self.inpaint_steps if steps is None else steps, guidance if labels is not None else 1.0
@@ -437,29 +355,15 @@ class Pipeline:
             edit = holding_known_region(self.process, self.space, known, m, batch.generator, method)
             return edit, lambda x: m * known + (1 - m) * x  # the known pixels, exactly
 
+        n = len(images)
         samples = self._draw(
-            len(images),
-            all_labels,
-            settings,
-            seed,
-            batch_size,
-            progress,
-            callback,
-            "inpainting",
-            settings.steps * resample,
-            per_batch,
-            resample,
+            n, all_labels, settings, seed, batch_size, progress, callback, "inpainting", per_batch, resample
         )
-        return self._result(
-            samples, all_labels, settings, started, method=method, resample=resample, seed=seed, n=len(images)
-        )
+        return self._result(samples, all_labels, settings, started, method=method, resample=resample, seed=seed, n=n)
 
 
 def load(
-    name_or_path: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    precision: str = "auto",
-    compile: bool = False,
+    name_or_path=None, device="cpu", precision: str = "auto", compile: bool = False
 ) -> Pipeline | AutoencoderPreview:
     """A `Pipeline` for a packaged model ('ddpm-cond', 'ldm'; None = 'ddpm-cond'), a run directory or a
     checkpoint file (a training state samples with its EMA weights); an `AutoencoderPreview` for an autoencoder.
@@ -474,7 +378,7 @@ def load(
     name = assets.DEFAULT_MODEL if name_or_path is None else str(name_or_path)
     if loaded.config.model.kind == "autoencoder":
         return AutoencoderPreview(loaded.config, net, device, path, name)
-    sampling_layout(net, device)
+    runtime.sampling_layout(net, device)
     pipe = Pipeline(loaded.config, net, device, path, name=name, precision=precision, compile=compile)
     _ = pipe.autoencoder  # a latent model: refuse a missing or different autoencoder now, not after sampling
     return pipe

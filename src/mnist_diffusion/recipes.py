@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mnist_diffusion.config import (
     DataConfig,
     DiffusionConfig,
     DistillConfig,
     LatentConfig,
+    MeanFlowConfig,
     ModelConfig,
     RunConfig,
     SampleConfig,
@@ -149,6 +152,20 @@ FLOW_COND = RunConfig(
     sample=SampleConfig(sampler="heun", steps=8, guidance=2.0),
 )
 
+# MeanFlow (Geng et al. 2025): digits in one network pass, trained without a teacher on the average velocity of the
+# flow-cond path, with classifier-free guidance folded into the target; times logit-normal(-0.4, 1) and a quarter
+# of the samples with r < t, as in the paper. Training starts from a flow model's weights when `--set
+# train.init=...` names one (the interval input then starts at zero: the flow's velocity at every interval).
+MEANFLOW = RunConfig(
+    recipe="meanflow",
+    data=DDPM_COND.data,
+    model=replace(DDPM_COND.model, interval_input=True),
+    diffusion=DiffusionConfig(kind="meanflow", prediction="velocity", time_sampling="logit_normal", logit_mean=-0.4),
+    train=DDPM_COND.train,
+    sample=SampleConfig(sampler="meanflow", steps=1, guidance=1.0),
+    meanflow=MeanFlowConfig(r_ratio=0.25, guidance=2.0),
+)
+
 # A few-step student of a guided teacher (training/distill.py): `--set distill.teacher=ddpm-cond` for the pixel
 # model. The network, noise process and latent space are copied from the teacher when the run starts (so
 # --set model.*, diffusion.* or latent.* is refused); lr 3e-4, below the teachers' 2e-3, since it fine-tunes.
@@ -170,7 +187,7 @@ DISTILL = RunConfig(
 )
 
 RECIPES: dict[str, RunConfig] = {
-    cfg.recipe: cfg for cfg in (SEED, DDPM, DDPM_COND, FLOW, FLOW_COND, LDM_AE, LDM, DISTILL)
+    cfg.recipe: cfg for cfg in (SEED, DDPM, DDPM_COND, FLOW, FLOW_COND, MEANFLOW, LDM_AE, LDM, DISTILL)
 }
 
 

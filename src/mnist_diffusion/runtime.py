@@ -87,3 +87,12 @@ def wrap(net: nn.Module, precision: PrecisionChoice, compile: bool = False) -> n
     if precision.precision == "bf16":
         net = Bf16Network(net)
     return CompiledNetwork(net) if compile else net
+
+
+def sampling_layout(net: nn.Module, device: str | torch.device) -> nn.Module:
+    """Put a network's weights in the memory layout that samples fastest on `device`, in place: NHWC
+    (channels_last) lets oneDNN on the CPU and cuDNN on CUDA pick faster convolution kernels for inference
+    (the `sampling` suite in docs/results.md); other devices keep NCHW."""
+    if torch.device(device).type in ("cpu", "cuda"):
+        net.to(memory_format=torch.channels_last)
+    return net

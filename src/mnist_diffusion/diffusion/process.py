@@ -18,6 +18,7 @@ from mnist_diffusion.diffusion import samplers
 from mnist_diffusion.diffusion.denoiser import Denoiser
 from mnist_diffusion.diffusion.flow import FlowPath, flow_grid
 from mnist_diffusion.diffusion.inpaint import projection, replacement, sample_repaint
+from mnist_diffusion.diffusion.meanflow import average_velocity
 from mnist_diffusion.diffusion.schedule import make_schedule, sampling_grid
 from mnist_diffusion.diffusion.steps import Callback
 from mnist_diffusion.diffusion.tutorial import corrupt
@@ -121,6 +122,23 @@ class FlowProcess(DDPMProcess):
         return walk(denoiser, z_T, flow_grid(settings.steps, settings.shift), generator=generator, callback=callback)
 
 
+class MeanFlowProcess(FlowProcess):
+    """MeanFlow (`meanflow.py`): the straight path of flow matching walked in jumps by the network's average
+    velocity, one pass a step; its guidance was folded in when it was trained, so it takes none here."""
+
+    def sample(self, net, z_T, settings, labels=None, generator=None, callback=None, resample=1, guide=None):
+        if resample > 1:
+            raise UserError("RePaint's resampling steps a VP process; a MeanFlow model completes with resample=1.")
+        if settings.guidance != 1.0 or guide is not None:
+            raise UserError(
+                "A MeanFlow model has its guidance folded in by training (meanflow.guidance); leave guidance and "
+                "autoguidance out."
+            )
+        walk = samplers.check(settings.sampler, "meanflow").function
+        grid = flow_grid(settings.steps, settings.shift)
+        return walk(average_velocity(net, labels), z_T, grid, generator=generator, callback=callback)
+
+
 class TutorialProcess:
     """The tutorial's toy process (`diffusion/tutorial.py`): uniform noise blended in, the clean image predicted,
     its own sampler; no noise-level input, no labels."""
@@ -151,6 +169,7 @@ class TutorialProcess:
 PROCESSES: dict[str, Callable[[DiffusionConfig], NoiseProcess]] = {
     "ddpm": DDPMProcess,
     "flow": FlowProcess,
+    "meanflow": MeanFlowProcess,
     "tutorial": lambda diffusion: TutorialProcess(),
 }
 

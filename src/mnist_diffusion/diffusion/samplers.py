@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 
 from mnist_diffusion.config import ConfigError, SampleConfig, check_guidance_interval
-from mnist_diffusion.diffusion import flow
+from mnist_diffusion.diffusion import flow, meanflow
 from mnist_diffusion.diffusion.denoiser import Denoiser, eps_from_x0
 from mnist_diffusion.diffusion.schedule import SPACINGS, NoiseSchedule, karras_timesteps, timestep_grid
 from mnist_diffusion.diffusion.steps import Callback, chain, visit  # noqa: F401 - re-exported
@@ -239,8 +239,9 @@ class SamplerSpec:
     can_resample: bool = True  # RePaint's resampling (DDIM steps) may stand in for its walk when inpainting
     takes_eta: bool = False  # DDIM's eta applies
     needs_distilled: bool = False  # gives good digits only from a network distilled for it
-    takes: Literal["denoiser", "network"] = "denoiser"  # `function(denoiser, x_T, grid, generator, callback)`,
-    # or the tutorial's `function(net, x, steps, callback)`
+    takes: Literal["denoiser", "network", "average_velocity"] = "denoiser"  # `function(denoiser, x_T, grid,
+    # generator, callback)`, the tutorial's `function(net, x, steps, callback)`, or MeanFlow's `function(u, z, grid,
+    # generator, callback)` over the average velocity u(z, r, t)
     variants: tuple[tuple[str, Callable[..., torch.Tensor]], ...] = ()  # (kind, function) where the same method
     # is written for another noise process's grid (flow matching's times in [0, 1])
 
@@ -278,6 +279,14 @@ SAMPLERS: dict[str, SamplerSpec] = {
             "the explicit midpoint method on the flow ODE",
             evaluations_per_step=2,
             can_resample=False,
+        ),
+        SamplerSpec(
+            "meanflow",
+            meanflow.sample_meanflow,
+            ("meanflow",),
+            "MeanFlow's jumps by the average velocity, Geng et al. 2025; 1 step is one network pass",
+            can_resample=False,
+            takes="average_velocity",
         ),
         SamplerSpec(
             "consistency",

@@ -43,7 +43,9 @@ class Conditioning:
     classifier-free guidance, Ho & Salimans 2022).
     """
 
-    def init_conditioning(self, dim: int, num_classes: int, guidance_input: bool = False) -> None:
+    def init_conditioning(
+        self, dim: int, num_classes: int, guidance_input: bool = False, interval_input: bool = False
+    ) -> None:
         self.num_classes = num_classes
         self._freq_dim = dim  # sinusoid features, then an MLP of the same width
         self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
@@ -57,14 +59,29 @@ class Conditioning:
             self.guidance_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
             nn.init.zeros_(self.guidance_mlp[2].weight)
             nn.init.zeros_(self.guidance_mlp[2].bias)
+        # MeanFlow's interval t - r (Geng et al. 2025), as a timestep: sinusoid -> MLP, added like the label. The
+        # last layer starts at zero, so a net initialised from a flow model starts as that flow's velocity at
+        # every interval.
+        self.interval_input = interval_input
+        self.interval_mlp = None
+        if interval_input:
+            self.interval_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+            nn.init.zeros_(self.interval_mlp[2].weight)
+            nn.init.zeros_(self.interval_mlp[2].bias)
 
     def embed(
-        self, t: torch.Tensor, labels: torch.Tensor | None, batch: int, guidance: torch.Tensor | None = None
+        self,
+        t: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch: int,
+        guidance: torch.Tensor | None = None,
+        interval: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The shared conditioning vector (B, embed_dim), after SiLU; each block applies only a linear to it.
 
         t: (B,) or a scalar (broadcast to the batch); labels: (B,) long in [0, num_classes] or None; guidance:
-        (B,) or scalar guidance scales for a net with `guidance_input` (None = 1, the plain conditional).
+        (B,) or scalar guidance scales for a net with `guidance_input` (None = 1, the plain conditional); interval:
+        (B,) or scalar t - r on the time input's scale, for a net with `interval_input` (None = 0, the velocity).
         """
         if t.ndim == 0:
             t = t.expand(batch)
@@ -85,6 +102,14 @@ class Conditioning:
             emb = emb + self.guidance_mlp(features)
         elif guidance is not None:
             raise ValueError(f"a guidance scale was given to a {type(self).__name__} without guidance_input")
+        if self.interval_mlp is not None:
+            gap = (
+                torch.zeros(batch, device=emb.device) if interval is None else torch.as_tensor(interval).to(emb.device)
+            )
+            gap = gap.float().expand(batch) if gap.ndim == 0 else gap.float()
+            emb = emb + self.interval_mlp(timestep_embedding(gap, self._freq_dim).to(emb.dtype))
+        elif interval is not None:
+            raise ValueError(f"an interval was given to a {type(self).__name__} without interval_input")
         return F.silu(emb)
 
 

@@ -39,7 +39,8 @@ from mnist_diffusion.models.blocks import Conditioning, ResBlock, SelfAttention2
 
 class UNet(Conditioning, nn.Module):
     """forward(x: (B,C,H,W), t: (B,) float timesteps in [0, T-1], labels: (B,) long | None,
-    guidance: (B,) float | None, only with cfg.guidance_input) -> (B,C,H,W).
+    guidance: (B,) float | None, only with cfg.guidance_input, interval: (B,) float | None, only with
+    cfg.interval_input) -> (B,C,H,W).
 
     C = cfg.in_channels (1 for MNIST digits, 4 for the autoencoder's latents); any H, W >= 1. `num_classes` is 0 for an unconditional net, which refuses labels. A
     conditional net has num_classes + 1 label embeddings: index `num_classes` means "no label" (for
@@ -54,7 +55,7 @@ class UNet(Conditioning, nn.Module):
         self.in_channels = cfg.in_channels
         widths = tuple(cfg.channels)
         dim = cfg.embed_dim
-        self.init_conditioning(dim, cfg.num_classes, cfg.guidance_input)
+        self.init_conditioning(dim, cfg.num_classes, cfg.guidance_input, cfg.interval_input)
 
         def res(width: int) -> ResBlock:
             return ResBlock(width, width, dim, cfg.groups, cfg.dropout)
@@ -88,9 +89,14 @@ class UNet(Conditioning, nn.Module):
         nn.init.zeros_(self.out_conv.bias)
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None, guidance: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+        interval: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        emb = self.embed(t, labels, x.shape[0], guidance)
+        emb = self.embed(t, labels, x.shape[0], guidance, interval)
         h = self.stem(x)
         skips = []
         for level, level_blocks in enumerate(self.down_blocks):

@@ -32,12 +32,13 @@ from mnist_diffusion.evaluation.quick import quick_kid
 from mnist_diffusion.files import atomic_write_text
 from mnist_diffusion.models import build_model, count_parameters
 from mnist_diffusion.pipeline import from_training
-from mnist_diffusion.precision import autocast, resolve_precision
+from mnist_diffusion.precision import PrecisionChoice, autocast, resolve_precision
 from mnist_diffusion.training import distributed as dist_utils
 from mnist_diffusion.training import stops
 from mnist_diffusion.training.data_order import batches_per_epoch, epoch_batches
 from mnist_diffusion.training.distill import bind_teacher, init_student
 from mnist_diffusion.training.ema import EMA
+from mnist_diffusion.training.init_weights import init_weights
 from mnist_diffusion.training.latent_binding import bind_autoencoder
 from mnist_diffusion.training.layout import resolve_layout
 from mnist_diffusion.training.logger import MetricsLogger, rewind_metrics
@@ -82,6 +83,7 @@ class Trainer:
     channels_last: bool = False  # NHWC weights and batches (`layout.resolve_layout`)
     dist: dist_utils.Dist = field(default_factory=dist_utils.Dist)
     train_net: nn.Module | None = None  # DDP-wrapped and/or compiled view of `net` used for the forward pass
+    numerics: PrecisionChoice | None = None  # the run's precision, resolved once (None: from train.precision)
 
     # ---- one step -------------------------------------------------------------------------------------
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +98,7 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.progress.step, tc)
         net = self.train_net if self.train_net is not None else self.net  # bool() of a compiled module raises
-        with autocast(self.device, tc.precision):
+        with autocast(self.device, self.numerics or tc.precision):
             out = self.objective(net, x, labels, self.generator)
         loss = out["loss"]
         # Every rank must take the same branch here, or the gradient all-reduce in backward() waits forever.
@@ -109,6 +111,8 @@ class Trainer:
             )
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if out.pop("gradients_unsynced", False):  # the objective ran the bare module, past DDP's gradient hooks
+            dist_utils.average_gradients(self.dist, self.net)
         if tc.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip)
         self.opt.step()
@@ -316,10 +320,14 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
         cfg = bind_autoencoder(cfg, device)
     # Decided once, before seeding: a first run on a machine measures the CPU's bf16 probe here.
     numerics = resolve_precision(cfg.train.precision, device, "train")
+    if cfg.diffusion.kind == "meanflow" and numerics.precision == "bf16":
+        numerics = PrecisionChoice("fp32", "MeanFlow's Jacobian-vector product does not run under bf16 autocast")
     torch.manual_seed(cfg.train.seed)
     net = build_model(cfg.model).to(device)
     if teacher is not None:
         init_student(net, teacher, cfg)  # before the EMA copies it
+    if cfg.train.init and not resume:  # another model's weights to start from, hash recorded
+        cfg = init_weights(cfg, net, device)
     layout = resolve_layout(cfg, device)
     if layout.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -341,6 +349,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
         dist=dist,
         generator=generator,
         channels_last=layout.channels_last,
+        numerics=numerics,
     )
     trainer.train_net = dist_utils.wrap(net, dist, device)
     if cfg.train.compile:

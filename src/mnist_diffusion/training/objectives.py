@@ -12,6 +12,7 @@ from torch import nn
 from mnist_diffusion.config import ConfigError, RunConfig
 from mnist_diffusion.diffusion.ddpm_loss import diffusion_loss
 from mnist_diffusion.diffusion.flow import flow_matching_loss
+from mnist_diffusion.diffusion.meanflow import meanflow_loss
 from mnist_diffusion.diffusion.schedule import make_schedule
 from mnist_diffusion.diffusion.tutorial import tutorial_loss
 from mnist_diffusion.latent import encode_latents, load_autoencoder
@@ -87,6 +88,27 @@ def make_objective(cfg: RunConfig, device: torch.device, teacher: Teacher | None
             )
             return {"loss": loss, "per_sample": per_sample, "t_fraction": t}
 
+    elif d.kind == "meanflow":
+        m = cfg.meanflow
+
+        def objective(net, x, labels, generator):
+            loss, per_sample, t = meanflow_loss(
+                bare_module(net),  # a JVP does not pass through DDP: the loop averages the gradients itself
+                x,
+                labels if conditional else None,
+                num_classes=cfg.model.num_classes,
+                label_dropout=cfg.train.label_dropout if conditional else 0.0,
+                guidance=m.guidance,
+                r_ratio=m.r_ratio,
+                time_sampling=d.time_sampling,
+                mean=d.logit_mean,
+                std=d.logit_std,
+                weight_power=m.weight_power,
+                weight_eps=m.weight_eps,
+                generator=generator,
+            )
+            return {"loss": loss, "per_sample": per_sample, "t_fraction": t, "gradients_unsynced": True}
+
     else:
         schedule = make_schedule(d.schedule, d.timesteps)
 
@@ -127,3 +149,10 @@ class _WithClasses:
 
     def __call__(self, *args):
         return self.net(*args)
+
+
+def bare_module(net: nn.Module) -> nn.Module:
+    """The network inside DistributedDataParallel (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while hasattr(net, "module") or hasattr(net, "_orig_mod"):
+        net = getattr(net, "module", None) or net._orig_mod
+    return net

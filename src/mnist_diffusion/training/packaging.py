@@ -32,6 +32,7 @@ def package_model(
     info: dict | None = None,
     sample: dict | None = None,
     teacher: str | None = None,
+    init: str | None = None,
 ) -> Path:
     """Write a trained model's sampling weights (EMA, where the run kept one) as one file for shipping (a latent
     model with its autoencoder: `package_pipeline`).
@@ -39,8 +40,9 @@ def package_model(
     `sample` (settings of the config's `sample` section, e.g. {"steps": 2, "guidance": 1.5}) replaces the run's
     sampling defaults, which are best chosen by evaluating the trained model; the result is checked as any config
     is. `teacher` renames a distilled student's teacher (a packaged name or a path) once its weights are shown to
-    hash to the `distill.teacher_sha256` the student was trained against. `info` joins the metadata (beside the
-    step the run saved).
+    hash to the `distill.teacher_sha256` the student was trained against; `init` renames the model a run started
+    from (`train.init`) the same way, against `train.init_sha256`. `info` joins the metadata (beside the step the
+    run saved).
     """
     source = ckpt.resolve_model_path(source)
     loaded = ckpt.load_checkpoint(source)
@@ -56,6 +58,11 @@ def package_model(
                 f"{cfg.distill.teacher_sha256}, but {teacher} hashes to {found}."
             )
         cfg = replace(cfg, distill=replace(cfg.distill, teacher=str(teacher)))
+    if init is not None:
+        found = weights_sha256(ckpt.model_weights(ckpt.load_checkpoint(ckpt.resolve_model_path(init))))
+        if not cfg.train.init or found != cfg.train.init_sha256:
+            raise UserError(f"{source} did not start from the weights of {init} (they hash to {found[:12]}).")
+        cfg = replace(cfg, train=replace(cfg.train, init=str(init)))
     out_file = Path(out_file)
     ckpt.save_model(out_file, cfg, ckpt.model_weights(loaded), {**loaded.info, **(info or {})})  # keeps its step
     return out_file
