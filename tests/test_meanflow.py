@@ -16,6 +16,7 @@ from mnist_diffusion.diffusion.meanflow import (
     sample_meanflow,
 )
 from mnist_diffusion.errors import UserError
+from test_flow import TINY as FLOW_TINY
 
 MU, S = 0.7, 0.4  # data x0 ~ N(MU, S^2) in every coordinate
 
@@ -122,16 +123,7 @@ def test_guidance_is_folded_into_the_target_and_dropped_labels_learn_the_plain_v
 
 
 # ---- through the package -------------------------------------------------------------------------------------
-TINY = [
-    "data.limit=96",
-    "train.batch_size=32",
-    "train.max_steps=2",
-    "train.log_every=1",
-    "model.channels=[8,16]",
-    "model.embed_dim=16",
-    "model.groups=4",
-    "model.mid_attention=false",
-]
+TINY = [*FLOW_TINY[:2], "train.max_steps=2", *FLOW_TINY[3:]]  # a tiny flow-cond run, 2 steps
 
 
 @pytest.fixture(scope="module")
