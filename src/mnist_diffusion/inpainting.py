@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from mnist_diffusion.batches import MAX_RESAMPLE, check_whole
 from mnist_diffusion.errors import UserError
 
 INPAINT_METHODS = ("project", "replace")
@@ -55,8 +56,7 @@ def check_inpainting_input(images, mask) -> tuple[np.ndarray, np.ndarray]:
 def check_inpainting_options(resample, method: str, labels, guidance) -> None:
     """Refuse, in one sentence each, a resampling count that is not a whole number >= 1, an unknown method, and
     guidance without labels to guide towards."""
-    if not isinstance(resample, int) or isinstance(resample, bool) or resample < 1:
-        raise UserError(f"resample must be a whole number >= 1, got {resample!r}.")
+    check_whole("resample", resample, 1, MAX_RESAMPLE)
     if method not in INPAINT_METHODS:
         raise UserError(f"method must be one of {', '.join(INPAINT_METHODS)}, got {method!r}.")
     if labels is None and guidance not in (None, 1.0):

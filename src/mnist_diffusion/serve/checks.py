@@ -18,7 +18,7 @@ import numpy as np
 from mnist_diffusion.config import GUIDANCE_RANGE  # the one range everywhere; the page's slider offers its lower part
 from mnist_diffusion.errors import UserError
 
-# The pipeline seeds batch generators with seed * 7919 + start: 2**40 keeps that well inside int64.
+# The page's seeds: far more than anyone types, and every one of them within what the pipeline takes.
 MAX_SEED = 2**40
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import torch.distributed as tdist
 from torch import nn
 
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.precision import PrecisionChoice
 from mnist_diffusion.training import stops
 
 # Test hook: a folder where every rank appends "step sha256-of-its-weights" lines to rank<R>.txt.
@@ -207,3 +209,16 @@ def average_gradients(d: Dist, net: nn.Module) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def from_rank0(d: Dist, choice: PrecisionChoice) -> PrecisionChoice:
+    """Rank 0's precision choice on every rank (sent as JSON bytes, nothing unpickled); `choice` when alone."""
+    if not d.enabled:
+        return choice
+    data = torch.zeros(1024, dtype=torch.uint8)
+    if d.rank == 0:
+        raw = json.dumps([choice.precision, choice.reason]).encode()[:1024]
+        data[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    tdist.broadcast(data, src=0)
+    precision, reason = json.loads(bytes(data[data != 0].tolist()).decode())
+    return PrecisionChoice(precision, reason)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from mnist_diffusion.config import RunConfig
-from mnist_diffusion.precision import resolve_precision
+from mnist_diffusion.precision import PrecisionChoice, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -26,15 +26,16 @@ class LayoutChoice:
     reason: str
 
 
-def resolve_layout(cfg: RunConfig, device: torch.device) -> LayoutChoice:
+def resolve_layout(cfg: RunConfig, device: torch.device, numerics: PrecisionChoice | None = None) -> LayoutChoice:
     """The layout of run `cfg` on `device`: its `train.channels_last`, with `auto` resolved from the device, the
-    numerics `train.precision` resolves to, and whether the network normalises with GroupNorm."""
+    run's numerics (`numerics`, or what `train.precision` resolves to) and whether the network normalises with
+    GroupNorm."""
     setting = cfg.train.channels_last
     if setting != "auto":
         return LayoutChoice(bool(setting), "asked for")
     if device.type != "cpu":
         return LayoutChoice(False, f"auto: NCHW on {device.type}")
-    numerics = resolve_precision(cfg.train.precision, device, "train").precision
+    numerics = (numerics or resolve_precision(cfg.train.precision, device, "train")).precision
     if numerics == "fp32":
         return LayoutChoice(True, "auto: fp32 on the CPU, where NHWC convolutions need no re-laying")
     if cfg.model.kind == "basic_unet":

@@ -319,7 +319,8 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
     if cfg.latent is not None:  # latent diffusion: pin the autoencoder's hash and latent scale before writing anything
         cfg = bind_autoencoder(cfg, device)
     # Decided once, before seeding: a first run on a machine measures the CPU's bf16 probe here.
-    numerics = resolve_precision(cfg.train.precision, device, "train")
+    # Rank 0's choice on every rank: each rank measuring the probe itself could choose differently.
+    numerics = dist_utils.from_rank0(dist, resolve_precision(cfg.train.precision, device, "train"))
     if cfg.diffusion.kind == "meanflow" and numerics.precision == "bf16":
         numerics = PrecisionChoice("fp32", "MeanFlow's Jacobian-vector product does not run under bf16 autocast")
     torch.manual_seed(cfg.train.seed)
@@ -328,7 +329,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Trainer
         init_student(net, teacher, cfg)  # before the EMA copies it
     if cfg.train.init and not resume:  # another model's weights to start from, hash recorded
         cfg = init_weights(cfg, net, device)
-    layout = resolve_layout(cfg, device)
+    layout = resolve_layout(cfg, device, numerics)
     if layout.channels_last:
         net = net.to(memory_format=torch.channels_last)
     ema = EMA(net, cfg.train.ema_decay) if cfg.train.ema_decay and dist.is_main else None  # rank 0 samples
