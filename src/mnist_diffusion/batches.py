@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # a text bar everywhere: tqdm.auto warns in a notebook kernel without ipywidgets
 
 from mnist_diffusion.errors import UserError
 
