@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mnist_diffusion.diffusion.ddpm_loss import drop_labels
 from mnist_diffusion.diffusion.flow import NETWORK_TIME_SCALE, sample_times
@@ -68,7 +69,8 @@ def meanflow_target(u: AverageVelocity, z: torch.Tensor, r: torch.Tensor, t: tor
     du/dt is the total derivative along the path, v . d_z u + d_t u: one forward-mode Jacobian-vector product
     with tangent (v, 0, 1), whose primal output keeps its graph for the loss's gradient.
     """
-    out, du_dt = torch.func.jvp(u, (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t)))
+    with sdpa_kernel(SDPBackend.MATH):  # attention's fused CPU kernels have no forward-mode derivative
+        out, du_dt = torch.func.jvp(u, (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t)))
     view = (-1,) + (1,) * (z.ndim - 1)
     return out, (v - (t - r).view(view) * du_dt).detach()
 
