@@ -14,7 +14,7 @@ FLOORS = [
     {"assets", "recipes", "device", "precision", "images", "data", "batches", "inpainting"},
     {"models", "diffusion", "checkpoint", "evaluation", "runtime"},
     {"latent", "sample_result", "sample_settings", "trajectory"},
-    {"sample_space", "reconstructions"},
+    {"sample_space", "reconstructions", "export"},
     {"pipeline"},
     {"training"},
     {"api", "figures", "serve"},

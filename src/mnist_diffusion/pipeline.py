@@ -154,6 +154,12 @@ class Pipeline:
         ckpt.save_model(path, self.config, self._fp32_weights or self.net.state_dict())
         return path
 
+    def export_onnx(self, path: str | Path, check: bool = True):
+        """The fp32 network as an ONNX file, checked against PyTorch (`export.onnx.export_onnx`; the export extra)."""
+        from mnist_diffusion.export.onnx import export_onnx
+
+        return export_onnx(self, path, check)
+
     # ---- sampling -----------------------------------------------------------------------------------------
     def settings(
         self, sampler=None, steps=None, guidance=None, guidance_interval=MODEL_DEFAULT, **more

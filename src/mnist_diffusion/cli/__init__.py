@@ -9,11 +9,20 @@ import sys
 import threading
 
 from mnist_diffusion import __version__
-from mnist_diffusion.cli import classifier_cmd, evaluate_cmd, figures_cmd, inpaint_cmd, sample_cmd, serve_cmd, train_cmd
+from mnist_diffusion.cli import (
+    classifier_cmd,
+    evaluate_cmd,
+    export_cmd,
+    figures_cmd,
+    inpaint_cmd,
+    sample_cmd,
+    serve_cmd,
+    train_cmd,
+)
 from mnist_diffusion.errors import UserError
 from mnist_diffusion.training import stops
 
-SUBCOMMANDS = (train_cmd, sample_cmd, inpaint_cmd, serve_cmd, figures_cmd, evaluate_cmd, classifier_cmd)
+SUBCOMMANDS = (train_cmd, sample_cmd, inpaint_cmd, serve_cmd, export_cmd, figures_cmd, evaluate_cmd, classifier_cmd)
 
 
 class UsageError(UserError):

@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import io
 import json
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import AsyncIterator, Callable
-from importlib import resources
 
 import numpy as np
 import torch
@@ -30,6 +27,7 @@ from mnist_diffusion.config import SampleConfig
 from mnist_diffusion.data import to_uint8
 from mnist_diffusion.diffusion import samplers
 from mnist_diffusion.errors import UserError
+from mnist_diffusion.export import page
 from mnist_diffusion.pipeline import INPAINT_METHODS, Pipeline
 from mnist_diffusion.serve import checks
 from mnist_diffusion.serve.checks import Limits
@@ -77,13 +75,11 @@ def _noise_share(pipe: Pipeline) -> Callable[[float], float | None]:
     return lambda t: None
 
 
-def _page_headers(page: str) -> dict[str, str]:
-    """A policy that lets the page run its own script and nothing else: no inline handlers, nothing fetched
-    from another site, not framed by one."""
-    script = re.search(r"<script>(.*?)</script>", page, re.DOTALL).group(1)
-    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+def _page_headers(script: bytes) -> dict[str, str]:
+    """A policy that lets the page run its own script (page.js, by its hash, which its tag's integrity pins too)
+    and nothing else: no inline script or handlers, nothing fetched from another site, not framed by one."""
     policy = (
-        f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src 'self' blob:; "
+        f"default-src 'none'; script-src '{page.digest(script)}'; style-src 'unsafe-inline'; img-src 'self' blob:; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
     return {"content-security-policy": policy, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
@@ -218,8 +214,9 @@ def create_app(
     app = FastAPI(title="mnist-diffusion", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.models, app.state.work, app.state.limits = pipes, work, limits
     app.add_middleware(RequestGuard, hosts=Hosts(host), limit=limits.body_bytes)
-    page = (resources.files("mnist_diffusion") / "serve" / "page.html").read_text()
-    page_headers = _page_headers(page)
+    script = page.read("page.js")  # the one front end; the static edition's engine is not served here
+    html = page.with_scripts({"page.js": script})
+    page_headers = _page_headers(script)
 
     @app.exception_handler(UserError)
     async def refused(request: Request, exc: UserError):
@@ -242,7 +239,11 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
-        return HTMLResponse(page, headers=page_headers)
+        return HTMLResponse(html, headers=page_headers)
+
+    @app.get("/page.js")
+    def page_script() -> Response:
+        return Response(script, media_type="text/javascript", headers=page_headers)
 
     @app.get("/api/models")
     def models_() -> list[dict]:
