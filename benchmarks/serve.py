@@ -81,3 +81,105 @@ def latency(model, repeats, steps, fixed_threads, busy):
         for hog in hogs:
             hog.kill()
             hog.wait()
+
+
+@case(
+    "serve.static",
+    model=Param(("ddpm-cond-fast", "ddpm-cond"), quick=("ddpm-cond-fast",)),
+    repeats=Param(5, quick=2),
+)
+def static_page(model, repeats):
+    """The static edition (`export-web`) in headless Chromium (Debian's, one WebAssembly thread): ms from opening
+    the page to the first finished digit (a fresh browser context each time: the WebAssembly and the model load
+    and compile again), ms per digit at the model's defaults alone and in a batch of 64, ms per network pass at
+    batch 1 and 64, and the MB the page loads for the model; medians of `repeats`."""
+    import tempfile
+    import urllib.request
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    from mnist_diffusion.export import web
+    from mnist_diffusion.pipeline import load
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from chromium import ARGS, CHROMIUM, VIEW
+
+    cache = Path(__file__).resolve().parents[1] / "build" / "npm-cache"
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        site = web.build_site([(name, load(name, precision="fp32")) for name in model], Path(tmp) / "site", cache)
+        shared = sum(p.stat().st_size for p in site["out"].rglob("*") if p.is_file() and p.parent.name != "models")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site["out"])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}/"
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+                for entry in site["models"]:
+                    name = entry["name"]
+                    first = []
+                    for _ in range(repeats):
+                        context = browser.new_context(viewport=VIEW)
+                        page = context.new_page()
+                        start = time.perf_counter()
+                        page.goto(url)
+                        page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+                        page.select_option("#model", name)
+                        page.evaluate("document.body.dataset.state = 'waiting'")
+                        page.click("#generate")
+                        page.wait_for_selector("body[data-state=done]", timeout=120_000)
+                        first.append(time.perf_counter() - start)
+                        context.close()
+                    page = browser.new_page(viewport=VIEW)
+                    page.goto(url)
+                    page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+                    measured = page.evaluate(
+                        """async ([name, repeats]) => {
+                            const e = window.mnistDiffusionEngine, m = (await e.models()).find((m) => m.name === name);
+                            const body = { model: name, digit: 7, guidance: m.guidance, seed: 0 };
+                            await e.generate(body, () => {});
+                            const one = [];
+                            for (let r = 0; r < repeats; r++) one.push((await e.generate({ ...body, seed: r + 1 }, () => {})).seconds);
+                            const batch = [];
+                            for (let r = 0; r < repeats; r++) {
+                              const t0 = performance.now();
+                              await e.digits(m, { ...body, digit: null, n: 64, seed: r });
+                              batch.push((performance.now() - t0) / 1000);
+                            }
+                            const median = (a) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
+                            return { one: median(one), batch: median(batch), pass1: await e.bench(name, 1, repeats),
+                                     pass64: await e.bench(name, 64, repeats) };
+                        }""",
+                        [name, repeats],
+                    )
+                    page.close()
+                    model_bytes = (site["out"] / entry["file"]).stat().st_size
+                    yield (
+                        {"model": name},
+                        {
+                            "first_digit_ms": 1e3 * statistics.median(first),
+                            "digit_ms": 1e3 * measured["one"],
+                            "digit_ms_batch64": 1e3 * measured["batch"] / 64,
+                            "pass_ms_batch1": measured["pass1"],
+                            "pass_ms_batch64": measured["pass64"],
+                            "page_mb": (shared + model_bytes) / 1e6,
+                            "steps": entry["steps"],
+                            "browser": browser.version,
+                        },
+                    )
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(10)
