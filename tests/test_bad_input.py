@@ -290,6 +290,13 @@ BAD = [
     "serve run --port 0",
     "serve run --port 70000",
     "serve run --device tpu",
+    # export and export-web (refused before anything is written)
+    "export ldm --out ldm.onnx",
+    "export run --out run.png",
+    "export run --format tflite --out run.onnx",
+    "export-web run --out run",
+    "export-web ldm --out site",
+    "export-web nosuch-model --out site",
 ]
 
 
