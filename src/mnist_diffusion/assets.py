@@ -68,6 +68,14 @@ PACKAGED: dict[str, Asset] = {
             "ldm-fast.md",
         ),
         Asset(
+            "flow-cond",
+            "model",
+            "flow-cond.safetensors",
+            "bccf6d9dc3beb6e6a4e1408345bce2347dc41d302894f85a86650f895df2e450",
+            "class-conditional pixel flow matching (velocity on the straight path), guidance on the velocity",
+            "flow-cond.md",
+        ),
+        Asset(
             "ldm-ae",
             "autoencoder",
             "ldm-ae.safetensors",
