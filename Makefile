@@ -45,11 +45,11 @@ demo: setup
 	@echo "Next:"
 	@echo "  $(VENV)/bin/mnist-diffusion serve        # the page: draw, denoise and complete digits at http://127.0.0.1:8000"
 	@echo "  $(VENV)/bin/mnist-diffusion sample --help"
-	@echo "  make demo-train                          # train the tutorial's model yourself (a few minutes)"
+	@echo "  make demo-train                          # train the tutorial's model yourself (about 1.5 minutes)"
 
 # The tutorial's recipe trained from scratch, then its figures.
 demo-train: setup
-	@echo "Training the tutorial's recipe for 2 epochs (120,000 images): about 2-4 minutes on 2 quiet CPU cores,"
+	@echo "Training the tutorial's recipe for 2 epochs (120,000 images): about 1.5 minutes on 2 quiet CPU cores,"
 	@echo "longer beside other work. Its figures follow."
 	rm -rf $(DEMO)/seed-run
 	$(PY) -m mnist_diffusion train --recipe seed --epochs 2 --out $(DEMO)/seed-run
