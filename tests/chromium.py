@@ -1,6 +1,5 @@
 """What the browser tests share: Debian's Chromium, the flags this machine's closed network needs, and pressing a
-button of the page until the page says it is done (tests/test_static_browser.py; tests/test_browser.py keeps its
-own copy for now)."""
+button of the page until the page says it is done (tests/test_browser.py, tests/test_static_browser.py; their `browser` fixture is in conftest.py)."""
 
 import os
 import shutil

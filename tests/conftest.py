@@ -66,3 +66,16 @@ def tiny_guided_pipeline():
         return Pipeline(cfg, net, "cpu", precision=precision, compile=compile)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium for a module of browser tests (tests/chromium.py says how it is launched)."""
+    from playwright.sync_api import sync_playwright
+
+    from chromium import ARGS, CHROMIUM
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield launched
+        launched.close()

@@ -8,7 +8,6 @@ MNIST_DIFFUSION_SCREENSHOTS=docs/images the screenshots the page's guide shows (
 """
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -18,24 +17,14 @@ import pytest
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 uvicorn = pytest.importorskip("uvicorn", reason="the serve extra (fastapi, uvicorn) is not installed")
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).is_file():
+from chromium import CHROMIUM, HAVE_CHROMIUM, VIEW, press  # noqa: E402
+
+if not HAVE_CHROMIUM:
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set $CHROMIUM)", allow_module_level=True)
 
 from mnist_diffusion.serve import create_app  # noqa: E402
 
-# What the machine's closed network needs (otherwise Chromium keeps trying to reach Google's services).
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = os.environ.get("MNIST_DIFFUSION_SCREENSHOTS")  # a folder to keep the screenshots in (docs/images)
-VIEW = {"width": 1280, "height": 720}  # a projector's, or a small laptop's
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +45,6 @@ def url():
     thread.join(10)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser, url):
     """A fresh page for each test, at the model's defaults."""
@@ -72,14 +53,6 @@ def page(browser, url):
     page.wait_for_selector("body[data-state=ready]", timeout=60_000)
     yield page
     page.close()
-
-
-def _run(page, button: str) -> str:
-    page.evaluate("document.body.dataset.state = 'waiting'")
-    page.click(button)
-    # a selector, not wait_for_function: the page's policy (CSP) lets no string be evaluated as script
-    page.wait_for_selector("body[data-state=done], body[data-state=error]", timeout=120_000)
-    return page.evaluate("document.body.dataset.state")
 
 
 def _set(page, selector: str, value) -> None:
@@ -128,7 +101,7 @@ def test_any_digit_draws_the_digit_its_seed_picks_with_the_models_guidance(page,
     for seed in range(5):
         page.fill("#seed", str(seed))
         with page.expect_request("**/api/generate") as request:
-            assert _run(page, "#generate") == "done"
+            assert press(page, "#generate") == "done"
         assert request.value.post_data_json["digit"] is None
         assert request.value.post_data_json["guidance"] == 1.35
         chosen[seed] = _state(page, "chosen")
@@ -137,10 +110,10 @@ def test_any_digit_draws_the_digit_its_seed_picks_with_the_models_guidance(page,
     first = _state(page, "last")
     page.fill("#seed", "4")
     _set(page, "#guidance", "4")  # the same seed and digit, guided harder: another picture
-    assert _run(page, "#generate") == "done" and _state(page, "chosen") == chosen[4]
+    assert press(page, "#generate") == "done" and _state(page, "chosen") == chosen[4]
     assert _state(page, "last") != first
     _set(page, "#grid-n", "100")
-    assert _run(page, "#grid") == "done"
+    assert press(page, "#grid") == "done"
     grid = page.locator("#grid-image").bounding_box()
     assert page.evaluate("document.getElementById('grid-image').naturalWidth") > 500  # the labelled grid
     assert grid["y"] + grid["height"] <= VIEW["height"] and grid["x"] + grid["width"] <= VIEW["width"]
@@ -153,7 +126,7 @@ def test_slow_motion_then_a_step_through_of_the_recorded_frames(page, tmp_path):
     page.select_option("#speed", "1000")
     page.fill("#seed", "7")
     started = time.perf_counter()
-    assert _run(page, "#generate") == "done"  # the model is done at once; the page shows a step a second
+    assert press(page, "#generate") == "done"  # the model is done at once; the page shows a step a second
     assert page.evaluate("document.body.dataset.playing") == "yes"
     assert _state(page, "shown") < len(_state(page, "frames")) - 1
     page.wait_for_selector("body[data-playing=no]", timeout=20_000)
@@ -188,7 +161,7 @@ def test_completing_drawn_strokes_keeps_them_and_tints_what_the_model_filled(pag
     assert sum(v > 0 for v in ink) > 30
     page.select_option("#complete-digit", "7")
     with page.expect_request("**/api/inpaint") as request:
-        assert _run(page, "#complete") == "done"
+        assert press(page, "#complete") == "done"
     assert request.value.post_data_json["steps"] == 50  # drawn strokes take more steps than its 8 (or 20 to erase)
     assert request.value.post_data_json["resample"] == 3
     result = _state(page, "last")
@@ -211,7 +184,7 @@ def test_erasing_part_of_a_generated_digit_fills_only_what_was_erased(page):
     page.click("#mode-erase")
     assert "generate a digit first" in page.inner_text("#message")
     _set(page, "#steps", "4")
-    assert _run(page, "#generate") == "done"
+    assert press(page, "#generate") == "done"
     digit = _state(page, "last")
     page.click("#mode-erase")
     assert _state(page, "ink") == digit
@@ -221,7 +194,7 @@ def test_erasing_part_of_a_generated_digit_fills_only_what_was_erased(page):
     _set(page, "#steps", "8")  # the model's default, but moved: completions ask for the model's steps only untouched
     page.click("#defaults")  # untouched again
     with page.expect_request("**/api/inpaint") as request:
-        assert _run(page, "#complete") == "done"
+        assert press(page, "#complete") == "done"
     assert request.value.post_data_json["steps"] == 20  # the model's inpainting steps for an erased mark
     result = _state(page, "last")
     assert all(result[i] == digit[i] for i in range(784) if not erased[i])
@@ -229,20 +202,20 @@ def test_erasing_part_of_a_generated_digit_fills_only_what_was_erased(page):
 
 def test_an_error_is_told_as_one_and_the_server_keeps_serving(page):
     _set(page, "#steps", "4")
-    assert _run(page, "#generate") == "done" and page.inner_text("#progress").startswith("computed 4 steps")
+    assert press(page, "#generate") == "done" and page.inner_text("#progress").startswith("computed 4 steps")
     page.eval_on_selector("#steps", "(el) => { el.min = 0; el.value = 0; }")
-    assert _run(page, "#generate") == "error"
+    assert press(page, "#generate") == "error"
     assert "steps must be a whole number from 1 to 200" in page.inner_text("#message")
     assert page.inner_text("#progress").startswith("failed before the first step")  # not the last run's time
     _set(page, "#steps", "4")
-    assert _run(page, "#complete") == "error"
+    assert press(page, "#complete") == "error"
     assert "draw part of a digit" in page.inner_text("#message")
-    assert _run(page, "#generate") == "done" and page.inner_text("#message") == ""
+    assert press(page, "#generate") == "done" and page.inner_text("#message") == ""
 
 
 def test_a_moved_steps_slider_sets_a_completions_steps(page):
     _set(page, "#steps", "5")
     _stroke(page, [(60, 80), (200, 80)])
     with page.expect_request("**/api/inpaint") as request:
-        assert _run(page, "#complete") == "done"
+        assert press(page, "#complete") == "done"
     assert request.value.post_data_json["steps"] == 5

@@ -25,7 +25,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwrig
 pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
 pytest.importorskip("onnxscript", reason="the export extra (onnxscript) is not installed")
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
-from chromium import ARGS, CHROMIUM, HAVE_CHROMIUM, VIEW, press  # noqa: E402
+from chromium import CHROMIUM, HAVE_CHROMIUM, VIEW, press  # noqa: E402
 
 if not HAVE_CHROMIUM:
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set $CHROMIUM)", allow_module_level=True)
@@ -81,14 +81,6 @@ def url(tmp_path_factory, pipe):
     yield base
     server.terminate()
     server.wait(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
