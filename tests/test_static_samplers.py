@@ -4,7 +4,9 @@ from diffusion/ and torch's generator are checked by tests/js/samplers.test.js u
 A toy network (the same formula in both languages) stands in for the model, so the samplers, grids, guidance,
 projection and RePaint are pinned without ONNX: deterministic cases in float64 to 1e-9, cases that draw noise in
 float32 (torch's float32 randn is what the page ports) to 1e-3: float32 rounding, amplified where a
-step divides by a small sigma. Skipped where node is missing.
+step divides by a small sigma. MeanFlow's cases run MeanFlowProcess itself (its grid, its projection inherited
+from the flow's) and pin the network's time and interval inputs bit for bit, in float32 too (the pipeline's
+dtype). Skipped where node is missing.
 """
 
 import json
@@ -18,9 +20,11 @@ import pytest
 import torch
 
 from mnist_diffusion.batches import step_seed
+from mnist_diffusion.config import DiffusionConfig, SampleConfig
 from mnist_diffusion.diffusion import flow, samplers
 from mnist_diffusion.diffusion.denoiser import Denoiser
 from mnist_diffusion.diffusion.inpaint import projection, sample_repaint
+from mnist_diffusion.diffusion.process import make_process
 from mnist_diffusion.diffusion.schedule import make_schedule, timestep_grid
 from mnist_diffusion.diffusion.steps import chain
 
@@ -30,19 +34,28 @@ D = 16  # values per toy sample: (1, 4, 4)
 
 
 class ToyNet:
-    """out = 0.8 tanh(x) cos(t / 700) + 0.05 (label + 1) P + 0.03 w, with P_j = sin(0.37 j): the JS test's toyNet."""
+    """out = 0.8 tanh(x) cos(t / 700) + 0.05 (label + 1) P + 0.03 w + 0.2 sin(interval / 300), with
+    P_j = sin(0.37 j): the JS test's toyNet. No labels is the "no label" class, as in the real network; `inputs`
+    records the time and interval inputs of each call."""
 
     def __init__(self, num_classes=10, guidance_input=False):
         self.num_classes, self.guidance_input = num_classes, guidance_input
+        self.inputs = []
 
-    def __call__(self, x, t, labels=None, guidance=None):
+    def __call__(self, x, t, labels=None, guidance=None, interval=None):
         b = x.shape[0]
+        if labels is None and self.num_classes:
+            labels = torch.full((b,), self.num_classes)
+        if interval is not None:
+            self.inputs.append([t.tolist(), interval.tolist()])
         pattern = torch.sin(torch.arange(D, dtype=x.dtype) * 0.37)
         out = 0.8 * torch.tanh(x.reshape(b, -1)) * torch.cos(t.to(x.dtype)[:, None] / 700)
         if labels is not None:
             out = out + 0.05 * (labels[:, None].to(x.dtype) + 1) * pattern
         if guidance is not None:
             out = out + 0.03 * guidance[:, None].to(x.dtype)
+        if interval is not None:
+            out = out + 0.2 * torch.sin(interval.to(x.dtype)[:, None] / 300)
         return out.reshape(x.shape)
 
 
@@ -65,29 +78,37 @@ def _sample_case(name, process="ddpm", sampler="ddim", steps=4, prediction="eps"
     if kw.get("inpaint"):
         known = torch.tanh(torch.linspace(-2, 2, D, dtype=dtype)).reshape(1, 1, 4, 4)
         mask = (torch.arange(D) % 3 == 0).to(dtype).reshape(1, 1, 4, 4)
-    schedule = None
-    if process == "tutorial":
+
+    def paste(x0):
+        return mask * known + (1 - mask) * x0
+
+    schedule, net = None, ToyNet(10, kw.get("guidance_input", False))
+    label_tensor = None if labels is None else torch.tensor(labels)
+    if process == "meanflow":
+        walk = make_process(DiffusionConfig(kind="meanflow", prediction="velocity"))
+        edit = None if known is None else walk.projection(paste)
+        settings = SampleConfig(sampler="meanflow", steps=steps, shift=kw.get("shift", 1.0))
+        out = walk.sample(net, x, settings, label_tensor, generator, chain(edit, record))
+    elif process == "tutorial":
         edit = None
         if known is not None:
 
             def edit(step):  # TutorialProcess.projection
                 left = step["steps"] - step["i"] - 1
-                pasted = mask * known + (1 - mask) * step["x0"]
-                return step["x_t"] + (pasted - step["x0"]) / left if left else None
+                return step["x_t"] + (paste(step["x0"]) - step["x0"]) / left if left else None
 
         out = samplers.sample_tutorial(tutorial_net, x, steps, chain(edit, record))
     else:
         schedule = flow.FlowPath() if process == "flow" else make_schedule(kw.get("schedule", "linear"), 1000)
-        net = ToyNet(10, kw.get("guidance_input", False))
         denoiser = Denoiser(
             net,
             schedule,
             prediction,
-            labels=None if labels is None else torch.tensor(labels),
+            labels=label_tensor,
             guidance=guidance,
             guidance_interval=kw.get("interval"),
         )
-        edit = None if known is None else projection(schedule, lambda x0: mask * known + (1 - mask) * x0)
+        edit = None if known is None else projection(schedule, paste)
         callback = chain(edit, record)
         if process == "flow":
             walk = samplers.get(sampler).function_for("flow")
@@ -124,6 +145,8 @@ def _sample_case(name, process="ddpm", sampler="ddim", steps=4, prediction="eps"
         "x": x.flatten().tolist(),
         "expected": out.flatten().tolist(),
         "frames": frames,
+        "float32": dtype == torch.float32,
+        "inputs": net.inputs,
         "tolerance": 1e-9 if dtype == torch.float64 else 1e-3,
     }
 
@@ -218,6 +241,20 @@ def make_vectors() -> dict:
             prediction="velocity",
             inpaint=True,
         ),
+        _sample_case("meanflow, 1 step (one pass)", process="meanflow", sampler="meanflow", steps=1, labels=[3, 7]),
+        _sample_case("meanflow, 2 steps, no label", process="meanflow", sampler="meanflow", steps=2),
+        _sample_case(
+            "meanflow, 3 steps, shift 3, projection",
+            process="meanflow",
+            sampler="meanflow",
+            steps=3,
+            shift=3.0,
+            labels=[1, 2],
+            inpaint=True,
+        ),
+        _sample_case(
+            "meanflow, 5 steps, float32", process="meanflow", sampler="meanflow", steps=5, labels=[0, 9], dtype=f32
+        ),
         _sample_case("tutorial", process="tutorial", sampler="tutorial", steps=5),
         _sample_case("tutorial, projection", process="tutorial", sampler="tutorial", steps=5, inpaint=True),
     ]
@@ -240,6 +277,8 @@ def test_the_vectors_are_not_trivial():
         moved = max(abs(a - b) for a, b in zip(case["x"], case["expected"]))
         assert moved > 0.05 and all(math.isfinite(v) for v in case["expected"]), case["name"]
         assert case["frames"], case["name"]
+        if case["process"] == "meanflow":  # one network pass a step, every interval the step's
+            assert len(case["inputs"]) == case["steps"] and all(i[1][0] > 0 for i in case["inputs"]), case["name"]
     assert len(set(vectors["digits"]["digits"])) == 10
 
 

@@ -16,15 +16,18 @@ function close(got, want, tolerance, what) {
   assert.ok(worst <= tolerance, `${what}: max |js - python| = ${worst} > ${tolerance}`);
 }
 
-// The toy network of the vectors, as in Python: the same numbers in, the same numbers out.
-function toyNet(D) {
+// The toy network of the vectors, as in Python: the same numbers in, the same numbers out; `inputs` gathers the
+// time and interval inputs of each call that has an interval.
+function toyNet(D, inputs = []) {
   const P = Array.from({ length: D }, (_, i) => Math.sin(i * 0.37));
-  return async (x, tNet, labels, w) => {
+  return async (x, tNet, labels, w, interval) => {
     const B = tNet.length, out = new Float64Array(x.length);
+    if (interval) inputs.push([tNet, interval]);
     for (let b = 0; b < B; b++) for (let j = 0; j < D; j++) {
       let v = 0.8 * Math.tanh(x[b * D + j]) * Math.cos(tNet[b] / 700);
       if (labels) v += 0.05 * (labels[b] + 1) * P[j];
       if (w) v += 0.03 * w[b];
+      if (interval) v += 0.2 * Math.sin(interval[b] / 300);
       out[b * D + j] = v;
     }
     return out;
@@ -35,11 +38,17 @@ function tutorialNet(D) {
   return async (x) => x.map((v, i) => 0.9 * Math.tanh(v) + 0.05 * P[i % D]);
 }
 
-async function run(c) {
+async function run(c, inputs) {
   const frames = [];
   const record = (step) => { frames.push([step.i, step.t, step.attempt || 0]); };
   let x = Float64Array.from(c.x);
   const generator = c.generator_seed === null ? null : S.torchGenerator(BigInt(c.generator_seed));
+  if (c.process === "meanflow") {  // as static.js walks a MeanFlow model, on the flow's path
+    const velocity = S.makeAverageVelocity({ net: toyNet(c.dims, inputs), numClasses: c.classes, labels: c.labels,
+                                             batch: c.batch, float32: c.float32 });
+    const cb = c.known ? S.chain(S.projection(S.flowPath, c.known, c.mask), record) : record;
+    return [await S.SAMPLERS.meanflow[c.sampler](velocity, x, S.flowGrid(c.steps, c.shift), generator, cb), frames];
+  }
   if (c.process === "tutorial") {
     const cb = c.known ? S.chain(S.projection(null, c.known, c.mask), record) : record;
     return [await S.sampleTutorial(tutorialNet(c.dims), x, c.steps, cb), frames];
@@ -81,8 +90,10 @@ test("timestep grids and schedules", () => {
 
 for (const c of vectors.samples) {
   test(`sampler ${c.name}`, async () => {
-    const [x, frames] = await run(c);
+    const inputs = [];
+    const [x, frames] = await run(c, inputs);
     close(x, c.expected, c.tolerance, c.name);
+    close(inputs.flat(2), c.inputs.flat(2), 0, "the network's time and interval inputs");
     assert.deepStrictEqual(frames.map((f) => [f[0], f[2]]), c.frames.map((f) => [f[0], f[2]]), "the callback's steps");
     close(frames.map((f) => f[1]), c.frames.map((f) => f[1]), 1e-9, "the callback's t");
   });

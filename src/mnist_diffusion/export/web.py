@@ -42,6 +42,7 @@ SCRIPTS = ("samplers.js", "static.js", "page.js")  # after ort.wasm.min.js, in t
 JS_SAMPLERS = {
     "ddpm": ("ddpm", "ddim", "dpmpp_2m", "heun"),
     "flow": ("euler", "heun", "midpoint"),
+    "meanflow": ("meanflow",),
     "tutorial": ("tutorial",),
 }
 JS_SPACINGS = ("leading", "linspace", "trailing")

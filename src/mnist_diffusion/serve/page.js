@@ -95,7 +95,8 @@ function defaults() {
   const m = model(); if (!m) return;
   options($("sampler"), m.samplers.map((s) => [s, s]));
   $("sampler").value = m.sampler;
-  fit($("steps"), m.steps); fit($("guidance"), m.guidance); $("guidance").disabled = !m.classes;
+  // A MeanFlow model's guidance was folded in when it was trained: it takes none (MeanFlowProcess.sample).
+  fit($("steps"), m.steps); fit($("guidance"), m.guidance); $("guidance").disabled = !m.classes || m.kind === "meanflow";
   state.stepsTouched = false;
   showValues();
 }

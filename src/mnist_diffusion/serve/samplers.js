@@ -1,5 +1,6 @@
 // The samplers of the static edition of the page, written once in JavaScript with the maths of the package's
-// diffusion/ (schedule.py, denoiser.py, samplers.py, flow.py, inpaint.py) and its random numbers (batches.py):
+// diffusion/ (schedule.py, denoiser.py, samplers.py, flow.py, meanflow.py, inpaint.py) and its random numbers
+// (batches.py):
 // the same inputs give the same outputs to float rounding, pinned by vectors made in Python
 // (tests/test_static_samplers.py runs tests/js/samplers.test.js under node).
 //
@@ -265,6 +266,20 @@
     return D;
   }
 
+  // MeanFlow's average velocity u(x, r, t) (meanflow.py average_velocity) for `net(x, tNet, labels, guidance,
+  // interval)`: the times on the network's scale, interval = 1000 (t - r), the labels bound in (a conditional
+  // network's "no label" class where null, as the network itself fills it in). float32: the times as a float32
+  // sample's (meanflow._per_sample), which is what the pipeline samples in, so the network sees the same inputs.
+  function makeAverageVelocity({ net, numClasses = 0, labels = null, batch, float32 = false }) {
+    if (numClasses && labels === null) labels = new Array(batch).fill(numClasses);
+    const cast = float32 ? f32 : (v) => v;
+    return (x, r, t) => {
+      const tt = cast(t), rr = cast(r);
+      const tNet = cast(tt * NETWORK_TIME_SCALE), gap = cast(cast(tt - rr) * NETWORK_TIME_SCALE);
+      return net(x, new Array(batch).fill(tNet), labels, null, new Array(batch).fill(gap));
+    };
+  }
+
   // ---- the step callback (steps.py) -----------------------------------------------------------------------------
   // callback({i, t, steps, x_t, x0}) may return a replacement for x_t (or nothing).
   async function visit(callback, i, t, steps, x, x0, extra) {
@@ -420,6 +435,22 @@
     return x;
   }
 
+  // MeanFlow (meanflow.py sample_meanflow): jumps x_r = x_t - (t - r) u(x_t, r, t) over a grid from 1 to 0, one
+  // network pass a step; the callback's clean estimate at t is x_t - t u, and a replaced x_t jumps with the same u.
+  async function sampleMeanflow(velocity, x, ts, generator, callback) {
+    if (ts.length < 2 || ts[ts.length - 1] !== 0 || ts.some((t, i) => i && t >= ts[i - 1])) {
+      throw new Error(`A MeanFlow grid must descend strictly to exactly 0, got ${ts}.`);
+    }
+    const steps = ts.length - 1;
+    for (let i = 0; i < steps; i++) {
+      const t = ts[i], r = ts[i + 1];
+      const avg = await velocity(x, r, t);
+      x = await visit(callback, i, t, steps, x, lin(1, x, -t, avg));
+      x = lin(1, x, -(t - r), avg);
+    }
+    return x;
+  }
+
   // The tutorial's sampler (tutorial.py): x <- x (1 - m) + net(x) m with m = 1 / (steps - i); t = 1 - i / steps.
   async function sampleTutorial(net, x, steps, callback) {
     for (let i = 0; i < steps; i++) {
@@ -435,6 +466,7 @@
   const SAMPLERS = {
     ddpm: { ddpm: sampleDdpm, ddim: sampleDdim, dpmpp_2m: sampleDpmpp2m, heun: sampleHeun },
     flow: { euler: flowEuler, heun: flowHeun, midpoint: flowMidpoint },
+    meanflow: { meanflow: sampleMeanflow },
     tutorial: { tutorial: null },
   };
 
@@ -473,8 +505,8 @@
 
   return {
     MT19937, torchGenerator, digitForSeed, stepSeed, initialNoise, roundHalfEven,
-    makeSchedule, flowPath, timestepGrid, flowGrid, toX0Eps, makeDenoiser, chain, projection,
+    makeSchedule, flowPath, timestepGrid, flowGrid, toX0Eps, makeDenoiser, makeAverageVelocity, chain, projection,
     sampleDdpm, sampleDdim, sampleDpmpp2m, sampleHeun, sampleRepaint, flowEuler, flowHeun, flowMidpoint,
-    sampleTutorial, SAMPLERS, toUint8, toFloat, masked,
+    sampleMeanflow, sampleTutorial, SAMPLERS, toUint8, toFloat, masked,
   };
 });

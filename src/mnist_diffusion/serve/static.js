@@ -34,16 +34,20 @@
     if (!sessions.has(m.name)) sessions.set(m.name, ort.InferenceSession.create(m.file, { executionProviders: ["wasm"] }));
     return sessions.get(m.name);
   }
-  // The network as samplers.js calls it: float64 batches in, the ONNX file's float32 out.
+  // The network as samplers.js calls it: float64 batches in, the ONNX file's float32 out; each input the file
+  // takes fed by its name (export/onnx.py input_names), a MeanFlow model's interval 1000 (t - r) among them.
   async function network(m) {
     const sess = await session(m);
-    return async (x, tNet, labels, w) => {
+    return async (x, tNet, labels, w, interval) => {
       const batch = x.length / m.size, feeds = {};
       feeds.x = new ort.Tensor("float32", Float32Array.from(x), [batch, m.channels, 28, 28]);
       if (m.inputs.includes("t")) feeds.t = new ort.Tensor("float32", Float32Array.from(tNet), [batch]);
       if (m.inputs.includes("labels")) feeds.labels = new ort.Tensor("int64", BigInt64Array.from(labels, BigInt), [batch]);
       if (m.inputs.includes("guidance")) {
         feeds.guidance = new ort.Tensor("float32", Float32Array.from(w || new Array(batch).fill(1)), [batch]);
+      }
+      if (m.inputs.includes("interval")) {
+        feeds.interval = new ort.Tensor("float32", Float32Array.from(interval || new Array(batch).fill(0)), [batch]);
       }
       const started = performance.now();
       const out = (await sess.run(feeds)).out.data;
@@ -78,13 +82,24 @@
   }
 
   // ---- sampling: Pipeline.sample and Pipeline.inpaint for one batch ---------------------------------------------
+  // A MeanFlow model walks the flow's straight path, so its projection and noise levels are the flow's
+  // (process.py: MeanFlowProcess inherits FlowProcess's).
+  const FLOW_PATHS = ["flow", "meanflow"];
   function schedule(m) {
     if (m.kind === "tutorial") return null;
-    return m.kind === "flow" ? S.flowPath : S.makeSchedule(m.schedule, m.timesteps);
+    return FLOW_PATHS.includes(m.kind) ? S.flowPath : S.makeSchedule(m.schedule, m.timesteps);
   }
   async function walk(m, x, labels, guidance, steps, sampler, seed, start, callback, resample = 1) {
     const net = await network(m), generator = S.torchGenerator(S.stepSeed(seed, start));
     if (m.kind === "tutorial") return S.sampleTutorial((z) => net(z, null, null, null), x, steps, callback);
+    if (m.kind === "meanflow") {  // MeanFlowProcess.sample: no guidance pass, the times as the float32 pipeline's
+      if (guidance !== 1) {
+        throw new Error("a MeanFlow model has its guidance folded in by training; leave the guidance at 1.");
+      }
+      const velocity = S.makeAverageVelocity({ net, numClasses: m.classes, labels, batch: x.length / m.size,
+                                               float32: true });
+      return S.SAMPLERS.meanflow[sampler](velocity, x, S.flowGrid(steps, m.shift), generator, callback);
+    }
     const sched = schedule(m);
     const denoiser = S.makeDenoiser({ net, schedule: sched, prediction: m.prediction, numClasses: m.classes,
                                       guidanceInput: m.guidance_input, labels, guidance,
