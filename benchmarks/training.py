@@ -6,6 +6,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from benchmarks import quality_curve
 from benchmarks.core import BenchError, Param, alternate, case, median
 
 RECIPES = ("seed", "ddpm", "ddpm-cond", "ldm-ae", "ldm")
@@ -131,3 +132,43 @@ def speed(recipe, variant, steps, rounds, warmup, data_limit):
         overrides(v)  # a bad variant is refused before anything trains
     for r in recipe:
         yield from compare(r, variant, steps, rounds, warmup, data_limit=data_limit)
+
+
+@case(
+    "training.time_to_quality",
+    recipe=Param(("ddpm-cond", "flow-cond")),
+    setting=Param(
+        ("ddpm-cond:dpmpp_2m:8:1.35", "flow-cond:euler:8:1.3"),
+        help="RECIPE:SAMPLER:STEPS:GUIDANCE the curve samples at (a recipe without one: its own defaults)",
+    ),
+    every=Param(64_000, quick=512, help="training images between two scores"),
+    max_images=Param(3_000_000, quick=1024, help="stop here if FID never gets within the smallest ratio"),
+    ratio=Param((10.0, 5.0), help="FID over the train-vs-test baseline FID: the images to each are recorded"),
+    n=Param(2000, quick=100, help="digits per score (labels 0-9 in turn); the baseline is at the same N"),
+    data_limit=Param(0, quick=2048, help="training images the recipe indexes (0: all)"),
+    device=Param("cpu", choices=("cpu", "cuda")),
+    out=Param("", help="folder of the runs, kept and resumable (under runs/); '' = a temporary one"),
+)
+def time_to_quality(recipe, setting, every, max_images, ratio, n, data_limit, device, out):
+    """Training images and minutes each recipe needs from scratch to reach FID within 10x and 5x of the baseline.
+
+    Each recipe trains in chunks of `every` images (a resume of its run each time); after each chunk N digits of
+    the run's EMA weights at the recipe's setting are scored beside the evaluator's train-vs-test baseline at the
+    same N. Minutes are the images over the training images/s measured (evaluation excluded)."""
+    if every < 1 or max_images < 1 or n < 2 or not ratio or min(ratio) <= 0:
+        raise BenchError("every and max_images take positive image counts, n 2 digits or more, ratio positive numbers.")
+    settings = quality_curve.parse_settings(setting)
+    for r in recipe:
+        quality_curve.check(r, settings.get(r, {}))  # a bad recipe or setting is refused before anything trains
+    from mnist_diffusion import UserError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in recipe:
+            sample = settings.get(r, {})
+            try:
+                metrics = quality_curve.curve(
+                    r, sample, every, max_images, ratio, n, data_limit, device, Path(out or tmp) / r
+                )
+            except UserError as e:  # e.g. fewer training images than a batch
+                raise BenchError(f"{r}: {e}") from None
+            yield {"recipe": r, **sample, "ratio": list(ratio)}, metrics

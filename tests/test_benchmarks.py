@@ -40,6 +40,9 @@ def test_list_shows_every_suite_and_case(capsys):
         (["run", "sampling", "--set", "nope=1"], "no case of sampling has that parameter"),
         (["run", "nosuch"], "There is no suite 'nosuch'"),
         (["run", "sampling.nosuch"], "Suite sampling has no case 'nosuch'"),
+        (["run", "training.time_to_quality", "--set", "setting=ddpm-cond:ddim:x:1"], "write RECIPE:SAMPLER:STEPS"),
+        (["run", "training.time_to_quality", "--set", "setting=flow-cond:ddim:8:1"], "flow-cond: The sampler 'ddim'"),
+        (["run", "training.time_to_quality", "--set", "every=0"], "every and max_images take positive"),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(args, words, capsys, tmp_path):
@@ -70,6 +73,36 @@ def test_a_case_run_appends_a_well_formed_record(capsys, tmp_path):
     assert r["metrics"]["matmul_fp32_gflop_per_s"] > 0 and r["metrics"]["auto_sample"].startswith("fp32")
     assert r["machine"]["processor"] and r["machine"]["kind"] and r["machine"]["torch"]
     assert r["command"].endswith("run precision.peaks --set matmul_n=32 --set rounds=1")
+
+
+def test_time_to_quality_summary_counts_images_and_minutes_to_each_ratio():
+    from benchmarks.quality_curve import summary
+
+    points = [
+        {"images": 1000, "trained": 1000, "train_s": 10.0, "fid": 50.0, "baseline_fid": 2.0, "eval_s": 1.0},
+        {"images": 2000, "trained": 1000, "train_s": 30.0, "fid": 16.0, "baseline_fid": 2.0, "eval_s": 1.0},
+        {"images": 3000, "trained": 1000, "train_s": 20.0, "fid": 9.0, "baseline_fid": 2.0, "eval_s": 1.0},
+    ]
+    got = summary(points, (10.0, 5.0, 2.0))
+    assert got["images_per_s"] == 50.0  # 3000 images in 60 s of training, evaluation excluded
+    assert (got["images_to_10x"], got["minutes_to_10x"]) == (2000, 2000 / 50 / 60)
+    assert (got["images_to_5x"], got["images_to_2x"], got["minutes_to_2x"]) == (3000, None, None)
+    assert got["curve"] == [[1000, 50.0], [2000, 16.0], [3000, 9.0]] and got["baseline_fid"] == 2.0
+
+
+@pytest.mark.slow
+def test_time_to_quality_goes_on_from_where_a_stopped_measurement_left(capsys, tmp_path):
+    def measure(max_images):
+        args = ["--results", str(tmp_path), "run", "training.time_to_quality", "--quick", "--set", "recipe=ddpm-cond"]
+        for kv in ("every=128", f"max_images={max_images}", "n=20", "data_limit=256", f"out={tmp_path / 'runs'}"):
+            args += ["--set", kv]
+        assert run(args, capsys)[0] == 0
+        return json.loads((tmp_path / "training.jsonl").read_text().splitlines()[-1])
+
+    first, second = measure(128), measure(256)
+    assert [p[0] for p in second["metrics"]["curve"]] == [128, 256]
+    assert second["metrics"]["curve"][0] == first["metrics"]["curve"][0]  # read back, not trained again
+    assert second["params"]["sampler"] == "dpmpp_2m" and second["params"]["guidance"] == 1.35
 
 
 def record(case, params, metrics, date, kind="avx2", **extra):
