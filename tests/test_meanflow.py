@@ -85,6 +85,21 @@ def test_the_loss_of_a_single_point_vanishes_for_its_exact_straight_velocity():
     assert error.max().item() < 1e-12
 
 
+def test_along_the_nets_own_velocity_the_exact_field_is_left_only_the_flow_matching_error():
+    """tangent="model" takes du/dt along the net's velocity at (z_t, t): for the exact field that is the marginal
+    velocity, so the target is u + (v_sample - v) at any r and each sample's error is its flow-matching error, the
+    same as at r = t. Along the sample's own velocity the JVP adds noise wherever r < t."""
+    x0 = MU + S * torch.randn(512, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+
+    def errors(r_ratio, tangent):
+        g = torch.Generator().manual_seed(5)  # the same times and noise each call; only r = t or not differs
+        return meanflow_loss(exact_net, x0, r_ratio=r_ratio, tangent=tangent, weight_power=0.0, generator=g)[1]
+
+    flow_matching = errors(0.0, "model")
+    assert torch.allclose(errors(1.0, "model"), flow_matching, rtol=1e-5)  # the error is summed in float32
+    assert (errors(1.0, "sample") - flow_matching).abs().max() > 1e-2
+
+
 def test_times_are_sorted_and_a_share_of_them_apart():
     r, t = sample_interval(20000, 0.25, "logit_normal", -0.4, 1.0, torch.Generator().manual_seed(2))
     assert (r <= t).all() and r.min() > 0 and t.max() < 1

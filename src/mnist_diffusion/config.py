@@ -81,6 +81,7 @@ Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 where the device runs 
 DistillMethod = Literal["trajectory", "consistency"]  # training/distill.py
 Spacing = Literal["leading", "linspace", "trailing", "karras"]
 TimeSampling = Literal["uniform", "logit_normal"]  # flow matching's training times (diffusion/flow.py)
+MeanFlowTangent = Literal["sample", "model"]  # what MeanFlow's du/dt is taken along (diffusion/meanflow.py)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class MeanFlowConfig:
     guidance: Annotated[float, Range(1, 20)] = 1.0  # w: the target's velocity is w v + (1 - w) u(z_t, t, t | no label)
     weight_power: NonNegativeFloat = 1.0  # adaptive loss weight 1 / (error + weight_eps)^p, error the mean square
     weight_eps: PositiveFloat = 1e-3
+    tangent: MeanFlowTangent = "sample"  # du/dt along the sample's velocity or the net's own (`meanflow_loss`)
 
 
 @dataclass(frozen=True)

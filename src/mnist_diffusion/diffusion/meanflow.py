@@ -63,14 +63,23 @@ def sample_interval(
     return torch.where(apart, r, t), t
 
 
-def meanflow_target(u: AverageVelocity, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, v: torch.Tensor):
+def meanflow_target(
+    u: AverageVelocity,
+    z: torch.Tensor,
+    r: torch.Tensor,
+    t: torch.Tensor,
+    v: torch.Tensor,
+    tangent: torch.Tensor | None = None,
+):
     """(u(z, r, t), its regression target v - (t - r) du/dt), the target detached; z, v (B, ...), r, t (B,).
 
-    du/dt is the total derivative along the path, v . d_z u + d_t u: one forward-mode Jacobian-vector product
-    with tangent (v, 0, 1), whose primal output keeps its graph for the loss's gradient.
+    du/dt is the total derivative along the path, dz/dt . d_z u + d_t u: one forward-mode Jacobian-vector product
+    with tangent (dz/dt, 0, 1), whose primal output keeps its graph for the loss's gradient. dz/dt is `tangent`,
+    by default v itself.
     """
+    tangent = v if tangent is None else tangent
     with sdpa_kernel(SDPBackend.MATH):  # attention's fused CPU kernels have no forward-mode derivative
-        out, du_dt = torch.func.jvp(u, (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t)))
+        out, du_dt = torch.func.jvp(u, (z, r, t), (tangent, torch.zeros_like(r), torch.ones_like(t)))
     view = (-1,) + (1,) * (z.ndim - 1)
     return out, (v - (t - r).view(view) * du_dt).detach()
 
@@ -88,6 +97,7 @@ def meanflow_loss(
     std: float = 1.0,
     weight_power: float = 1.0,
     weight_eps: float = 1e-3,
+    tangent: str = "sample",
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The MeanFlow objective on a batch of clean samples x0 (B, C, H, W); `net` is the bare module (a JVP does not
@@ -96,6 +106,9 @@ def meanflow_loss(
     Draws (r, t), then eps, then the label dropout from `generator`. The target v~ - (t - r) du/dt (v~ the guided
     velocity) is held fixed (stop-gradient); the loss per sample is its mean squared error, weighted adaptively by
     1 / (error + weight_eps)^weight_power (the weight held fixed too), which evens out the samples' pull.
+    `tangent` is the direction du/dt is taken along: "sample", the sample's own velocity eps - x0 (the paper's), or
+    "model", the network's guided instantaneous velocity at (z_t, t) (Geng et al. 2025b, "Improved Mean Flows"),
+    the marginal field the identity speaks of, without the sample's noise.
     Returns (loss, per_sample_error (B,), t (B,)).
     """
     device = generator.device if generator is not None else x0.device
@@ -110,12 +123,17 @@ def meanflow_loss(
     view = (-1,) + (1,) * (x0.ndim - 1)
     z = (1 - t).view(view) * x0 + t.view(view) * eps
     v = eps - x0
-    if conditional and guidance != 1.0:
-        with torch.no_grad():  # the guided instantaneous velocity, unconditional part from the net itself
-            v_free = average_velocity(net, torch.full_like(labels, num_classes))(z, t, t).to(v.dtype)
-        keep = (labels != num_classes).view(view)  # dropped labels learn the unguided field
+    guided = conditional and guidance != 1.0
+    keep = (labels != num_classes).view(view) if guided else None  # dropped labels learn the unguided field
+    with torch.no_grad():  # the net's own instantaneous velocities, held fixed
+        v_free = average_velocity(net, torch.full_like(labels, num_classes))(z, t, t).to(v.dtype) if guided else None
+        if tangent == "model":
+            along = average_velocity(net, labels if conditional else None)(z, t, t).to(v.dtype)
+            along = torch.where(keep, guidance * along + (1 - guidance) * v_free, along) if guided else along
+    if guided:
         v = torch.where(keep, guidance * v + (1 - guidance) * v_free, v)
-    u, target = meanflow_target(average_velocity(net, labels if conditional else None), z, r, t, v)
+    along = along if tangent == "model" else v
+    u, target = meanflow_target(average_velocity(net, labels if conditional else None), z, r, t, v, along)
     error = ((u.float() - target.float()) ** 2).flatten(1).mean(1)
     weight = 1.0 / (error.detach() + weight_eps) ** weight_power
     return (weight * error).mean(), error.detach(), t

@@ -105,6 +105,7 @@ def make_objective(cfg: RunConfig, device: torch.device, teacher: Teacher | None
                 std=d.logit_std,
                 weight_power=m.weight_power,
                 weight_eps=m.weight_eps,
+                tangent=m.tangent,
                 generator=generator,
             )
             return {"loss": loss, "per_sample": per_sample, "t_fraction": t, "gradients_unsynced": True}
