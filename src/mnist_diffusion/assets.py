@@ -76,6 +76,14 @@ PACKAGED: dict[str, Asset] = {
             "flow-cond.md",
         ),
         Asset(
+            "meanflow",
+            "model",
+            "meanflow.safetensors",
+            "42cd7c369b4fdca794ec82bbe22139cc7cf68d67c2977af70992afd97f7221da",
+            "MeanFlow from flow-cond: guided digits in one network pass, guidance folded in by training",
+            "meanflow.md",
+        ),
+        Asset(
             "ldm-ae",
             "autoencoder",
             "ldm-ae.safetensors",

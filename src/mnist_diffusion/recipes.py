@@ -155,8 +155,8 @@ FLOW_COND = RunConfig(
 # MeanFlow (Geng et al. 2025): digits in one network pass, trained without a teacher on the average velocity of the
 # flow-cond path, with classifier-free guidance folded into the target. The times and share of r < t are the
 # paper's CIFAR-10 ones (logit-normal(-2, 2), three quarters apart), which reach the long jumps one pass needs; du/dt
-# is taken along the net's own velocity ("Improved Mean Flows"), whose target stays bounded where the sample's
-# noisy velocity made it grow (docs/results.md, MeanFlow). Training starts from a flow model's weights when `--set
+# is taken along the net's own velocity ("Improved Mean Flows"), which keeps the sample's noise out of the target
+# (the comparison is in assets/meanflow.md). Training starts from a flow model's weights when `--set
 # train.init=...` names one (the interval input then starts at zero: the flow's velocity at every interval); lr
 # 2e-4, a tenth of the flows', since it fine-tunes.
 MEANFLOW = RunConfig(
