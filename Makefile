@@ -38,6 +38,7 @@ demo: setup
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(PY) -m mnist_diffusion sample ddpm-cond --n 100 --labels 0-9 --out $(DEMO)/ddpm-cond-digits.png --gif $(DEMO)/ddpm-cond-denoising.gif
 	$(PY) -m mnist_diffusion sample ldm-fast --n 100 --labels 0-9 --out $(DEMO)/ldm-fast-digits.png --no-progress
+	$(PY) -m mnist_diffusion sample meanflow --n 100 --labels 0-9 --out $(DEMO)/meanflow-digits.png --no-progress
 	@echo
 	@echo "Demo outputs in $(DEMO)/:"
 	@find $(DEMO) -name '*.png' -o -name '*.gif' | sort | sed 's/^/  /'

@@ -124,6 +124,8 @@ def fmt(value) -> str:
         if math.isnan(value):
             return "-"
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    if isinstance(value, list) and value and all(isinstance(v, list) and len(v) == 2 for v in value):
+        return ", ".join(f"{fmt(a)}→{fmt(b)}" for a, b in value)  # a curve's (x, y) points, e.g. images→FID
     if isinstance(value, list):
         return ", ".join(map(fmt, value))
     text = str(value)
